@@ -1,0 +1,223 @@
+#include "monitor.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <new>
+#include <system_error>
+
+#include "clock.h"
+#include "log.h"
+
+namespace abortguard {
+
+namespace {
+
+// The eventfd's key; slot keys always have a non-zero generation in the
+// upper half, so they can never collide with it.
+constexpr uint64_t kWakeKey = 0;
+constexpr int kBatch = 64;
+
+uint64_t make_key(uint32_t slot, uint32_t gen) { return (uint64_t{gen} << 32) | slot; }
+uint32_t key_slot(uint64_t key) { return static_cast<uint32_t>(key); }
+uint32_t key_gen(uint64_t key) { return static_cast<uint32_t>(key >> 32); }
+
+// Why the kernel reported the socket: RST and timeouts come with EPOLLERR and
+// an error code, a FIN alone with EPOLLRDHUP only.
+Reason classify(uint32_t events, int fd) {
+    if (events & EPOLLERR) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return Reason::kError;
+        switch (err) {
+            case ETIMEDOUT: return Reason::kTimeout;
+            // 0: a reader on the request thread consumed ECONNRESET first.
+            case 0:
+            case ECONNRESET:
+            case EPIPE: return Reason::kRst;
+            default: return Reason::kError;
+        }
+    }
+    if (events & EPOLLRDHUP) return Reason::kFin;
+    return Reason::kRst;  // EPOLLHUP alone: gone in both directions
+}
+
+void sleep_ns(int64_t ns) {
+    struct timespec ts = to_timespec(ns);
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+}  // namespace
+
+Status Monitor::create(std::unique_ptr<Monitor>* out) {
+    const int epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (epfd < 0) return Status::from_errno(errno, "epoll_create1");
+    const int wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (wakefd < 0) {
+        const int err = errno;
+        close(epfd);
+        return Status::from_errno(err, "eventfd");
+    }
+    struct epoll_event ev = {};
+    ev.events = EPOLLIN;
+    ev.data.u64 = kWakeKey;
+    std::unique_ptr<Monitor> m(new (std::nothrow) Monitor(epfd, wakefd));
+    if (!m) {
+        close(epfd);
+        close(wakefd);
+        return Status::from_errno(ENOMEM, "monitor");
+    }
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, wakefd, &ev) != 0) {
+        return Status::from_errno(errno, "epoll_ctl(eventfd)");
+    }
+    // The thread inherits this mask: no signal is ever delivered to it.
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    Status st;
+    try {
+        m->thread_ = std::thread([p = m.get()] { p->run(); });
+        pthread_setname_np(m->thread_.native_handle(), "ag-monitor");
+    } catch (const std::system_error& e) {
+        st = Status::from_errno(e.code().value(), "starting the monitor thread");
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    if (st.is_ok()) *out = std::move(m);
+    return st;
+}
+
+Monitor::~Monitor() {
+    stop(INT64_MAX / 2);
+    close(wakefd_);
+    close(epfd_);
+}
+
+bool Monitor::stop(int64_t bound_ns) noexcept {
+    if (joined_ || !thread_.joinable()) return true;
+    stopping_.store(true, std::memory_order_release);
+    const uint64_t one = 1;
+    while (::write(wakefd_, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+    // Poll instead of waiting on a condition: no lock, signal-safe calls only.
+    const int64_t deadline = mono_ns() + bound_ns;
+    while (!exited_.load(std::memory_order_acquire)) {
+        if (mono_ns() >= deadline) return false;
+        sleep_ns(1000000);
+    }
+    thread_.join();
+    joined_ = true;
+    return true;
+}
+
+uint32_t Monitor::take_slot() {
+    if (!free_.empty()) {
+        const uint32_t idx = free_.back();
+        free_.pop_back();
+        return idx;
+    }
+    slots_.emplace_back();
+    // unwatch() is noexcept and pushes onto free_: never let it allocate.
+    free_.reserve(slots_.size());
+    return static_cast<uint32_t>(slots_.size() - 1);
+}
+
+Status Monitor::watch(int fd, unsigned flags, Token* token, AbortFn fn, void* arg, WatchId* id) {
+    try {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stopping_.load(std::memory_order_acquire)) {
+            return Status::from_errno(ECANCELED, "monitor stopped");
+        }
+        const uint32_t idx = take_slot();
+        Slot& s = slots_[idx];
+        struct epoll_event ev = {};
+        ev.events = EPOLLONESHOT | ((flags & kIgnoreHalfClose) ? 0u : uint32_t{EPOLLRDHUP});
+        ev.data.u64 = make_key(idx, s.gen);
+        if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+            const int err = errno;
+            free_.push_back(idx);
+            return Status::from_errno(err, "epoll_ctl(ADD)");
+        }
+        s.state = SlotState::kArmed;
+        s.fd = fd;
+        s.token = token;
+        s.fn = fn;
+        s.arg = arg;
+        ++live_;
+        *id = ev.data.u64;
+        return Status::ok();
+    } catch (const std::bad_alloc&) {
+        return Status::from_errno(ENOMEM, "growing the watch table");
+    }
+}
+
+void Monitor::unwatch(WatchId id) noexcept {
+    const uint32_t idx = key_slot(id);
+    std::unique_lock<std::mutex> lock(mu_);
+    if (idx >= slots_.size() || slots_[idx].gen != key_gen(id)) return;
+    // The callback for this watch may be running right now: wait it out.
+    fired_.wait(lock, [&] { return slots_[idx].state != SlotState::kFiring; });
+    Slot& s = slots_[idx];
+    if (s.state == SlotState::kFree) return;
+    // Still our fd (the caller keeps it open), so DEL cannot hit another.
+    if (epoll_ctl(epfd_, EPOLL_CTL_DEL, s.fd, nullptr) != 0) {
+        AG_LOG(kDebug, "AG0102: epoll_ctl(DEL, fd %d) failed: errno %d", s.fd, errno);
+    }
+    // A bumped generation makes any event still queued for this slot stale.
+    s = Slot{s.gen + 1 == 0 ? 1 : s.gen + 1};
+    free_.push_back(idx);  // capacity reserved by take_slot(): cannot throw
+    --live_;
+}
+
+size_t Monitor::watch_count() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return live_;
+}
+
+void Monitor::dispatch(uint64_t key, uint32_t events) noexcept {
+    const uint32_t idx = key_slot(key);
+    Slot fired;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (idx >= slots_.size()) return;
+        Slot& s = slots_[idx];
+        if (s.gen != key_gen(key) || s.state != SlotState::kArmed) return;
+        s.state = SlotState::kFiring;
+        fired = s;
+    }
+    // kFiring pins the slot: unwatch() waits, so fd, token and arg stay valid.
+    const Reason reason = classify(events, fired.fd);
+    const bool first = fired.token->abort(reason, mono_ns());
+    AG_LOG(kDebug, "AG0101: client socket %d closed (%s, events 0x%x)", fired.fd,
+           reason_name(reason), events);
+    if (first && fired.fn != nullptr) fired.fn(fired.arg, static_cast<int>(reason));
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        slots_[idx].state = SlotState::kFired;
+    }
+    fired_.notify_all();
+}
+
+void Monitor::run() noexcept {
+    struct epoll_event events[kBatch];
+    while (!stopping_.load(std::memory_order_acquire)) {
+        const int n = epoll_wait(epfd_, events, kBatch, -1);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            AG_LOG(kError, "AG0103: epoll_wait failed (errno %d); abort detection stops", errno);
+            break;
+        }
+        for (int i = 0; i < n; ++i) {
+            if (events[i].data.u64 != kWakeKey) dispatch(events[i].data.u64, events[i].events);
+        }
+    }
+    exited_.store(true, std::memory_order_release);
+}
+
+}  // namespace abortguard

@@ -1,0 +1,119 @@
+// Monitor: one thread and one epoll set per process that notices, the moment
+// the kernel does, that a watched client socket was closed or reset.
+//
+// It asks epoll for EPOLLRDHUP (peer sent FIN) and gets EPOLLHUP/EPOLLERR
+// (reset, timeout, error) implicitly; it never asks for EPOLLIN, so request
+// bodies, pipelined requests and TLS records never wake it, and it never
+// reads from a socket. Every watch is one-shot: it fires at most once.
+//
+// Safety property (the reason this class exists as it does): once unwatch()
+// returns, no callback for that watch is running or will ever run, and the
+// monitor never touches that fd number again. The kernel reuses fd numbers
+// within microseconds; acting on a stale one would hit another connection.
+// Events carry a (slot, generation) id, never a pointer, and a stale id is
+// dropped under the lock. The monitor thread touches only its own slot table
+// and the Token it was handed (which must outlive the watch).
+//
+// Thread contract:
+//  - create(): any thread; the monitor thread starts with every signal
+//    blocked, so process-directed signals are never handled on it.
+//  - watch()/unwatch(): any thread except the monitor thread itself (an
+//    AbortFn must not call them: unwatch() would wait for itself).
+//  - AbortFn callbacks run on the monitor thread, one at a time, after the
+//    token was aborted. They must be short and must not block; `arg` is valid
+//    until unwatch() returns, by the caller's contract.
+//  - stop(): by the owner, once; takes no lock and only uses async-signal-
+//    safe calls until the thread has exited, so it may run from the exit
+//    path of a process that was interrupted while holding the monitor's lock
+//    (httpd's prefork children exit from a signal handler).
+#ifndef ABORTGUARD_MONITOR_H
+#define ABORTGUARD_MONITOR_H
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "reason.h"
+#include "status.h"
+#include "token.h"
+
+namespace abortguard {
+
+class Monitor {
+public:
+    // `reason` is a Reason value, passed as int so C callbacks fit exactly.
+    using AbortFn = void (*)(void* arg, int reason);
+    // (generation << 32 | slot); 0 is never a valid id.
+    using WatchId = uint64_t;
+
+    enum WatchFlags : unsigned {
+        // A FIN alone is not an abort (RST and errors still are).
+        kIgnoreHalfClose = 1u << 0,
+    };
+
+    // Creates the epoll set and starts the monitor thread.
+    static Status create(std::unique_ptr<Monitor>* out);
+
+    // Stops the thread (unbounded) and closes the descriptors. Only for an
+    // owner that knows no watch is live and no thread still uses it.
+    ~Monitor();
+
+    Monitor(const Monitor&) = delete;
+    Monitor& operator=(const Monitor&) = delete;
+
+    // Watches `fd` until unwatch(). On a close/reset/error event the monitor
+    // aborts `token` (first reason wins) and, if that aborted it, calls
+    // fn(arg, reason) on the monitor thread. If the condition already holds
+    // when watch() is called, it fires at once. `fd` must stay open until
+    // unwatch() returns; one fd may have only one watch at a time.
+    Status watch(int fd, unsigned flags, Token* token, AbortFn fn, void* arg, WatchId* id);
+
+    // Removes the watch; synchronous (see the safety property above).
+    // Unknown or already removed ids are ignored.
+    void unwatch(WatchId id) noexcept;
+
+    // Asks the thread to exit and waits for it at most `bound_ns`. Returns
+    // true once it has exited and was joined. After stop(), watch() fails
+    // and unwatch() still works.
+    bool stop(int64_t bound_ns) noexcept;
+
+    size_t watch_count() const;
+
+private:
+    enum class SlotState : uint8_t { kFree, kArmed, kFiring, kFired };
+    struct Slot {
+        uint32_t gen = 1;
+        SlotState state = SlotState::kFree;
+        int fd = -1;
+        Token* token = nullptr;
+        AbortFn fn = nullptr;
+        void* arg = nullptr;
+    };
+
+    Monitor(int epfd, int wakefd) noexcept : epfd_(epfd), wakefd_(wakefd) {}
+
+    void run() noexcept;
+    void dispatch(uint64_t key, uint32_t events) noexcept;
+    uint32_t take_slot();  // mu_ held
+
+    const int epfd_;
+    const int wakefd_;
+    std::thread thread_;
+    bool joined_ = false;  // owner-only
+    std::atomic<bool> stopping_{false};
+    std::atomic<bool> exited_{false};
+
+    mutable std::mutex mu_;
+    std::condition_variable fired_;  // a slot left kFiring
+    std::vector<Slot> slots_;        // guarded by mu_
+    std::vector<uint32_t> free_;     // guarded by mu_
+    size_t live_ = 0;                // guarded by mu_
+};
+
+}  // namespace abortguard
+
+#endif  // ABORTGUARD_MONITOR_H

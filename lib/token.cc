@@ -1,0 +1,59 @@
+#include "token.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <climits>
+
+#include "clock.h"
+
+namespace abortguard {
+
+namespace {
+
+// FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so a
+// retried wait never stretches the caller's timeout.
+long futex_wait_until(std::atomic<uint32_t>* word, uint32_t expected, int64_t deadline_ns) {
+    const struct timespec abs = to_timespec(deadline_ns);
+    return syscall(SYS_futex, reinterpret_cast<uint32_t*>(word),
+                   FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, &abs, nullptr,
+                   FUTEX_BITSET_MATCH_ANY);
+}
+
+void futex_wake_all(std::atomic<uint32_t>* word) {
+    syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT_MAX,
+            nullptr, nullptr, 0);
+}
+
+}  // namespace
+
+static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "futex word must be 32 bits");
+
+bool Token::abort(Reason reason, int64_t at_ns) noexcept {
+    uint32_t expected = kRunning;
+    if (!state_.compare_exchange_strong(expected, kClaimed, std::memory_order_acquire)) {
+        return false;
+    }
+    reason_ = reason;
+    at_ns_ = at_ns;
+    // seq_cst store and load pair with the waiter's increment and futex
+    // check: either we see its increment and wake it, or it sees kAborted.
+    state_.store(kAborted, std::memory_order_seq_cst);
+    if (waiters_.load(std::memory_order_seq_cst) != 0) futex_wake_all(&state_);
+    return true;
+}
+
+bool Token::wait_until(int64_t deadline_ns) const noexcept {
+    for (;;) {
+        const uint32_t seen = state_.load(std::memory_order_seq_cst);
+        if (seen == kAborted) return true;
+        if (mono_ns() >= deadline_ns) return false;
+        waiters_.fetch_add(1, std::memory_order_seq_cst);
+        futex_wait_until(&state_, seen, deadline_ns);  // EINTR/EAGAIN/ETIMEDOUT: re-check
+        waiters_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+}
+
+}  // namespace abortguard

@@ -1,0 +1,58 @@
+// Token: the per-request abort state.
+//
+// A token starts running and is aborted at most once, with a reason and the
+// monotonic time of detection. Whoever aborts first wins; later attempts are
+// ignored, so the monitor thread (socket events) and the request thread (a
+// failed write) may race without coordination.
+//
+// Thread contract: every member is safe to call from any thread at any time
+// while the token is alive. aborted() is one acquire load (no syscall), cheap
+// enough for a handler's tight loop. wait_until() blocks the caller on a
+// futex and wakes at once when abort() is called from another thread. The
+// token is owned by the request; the monitor only holds it while a watch is
+// registered, and unwatching is synchronous (see monitor.h).
+#ifndef ABORTGUARD_TOKEN_H
+#define ABORTGUARD_TOKEN_H
+
+#include <atomic>
+#include <cstdint>
+
+#include "reason.h"
+
+namespace abortguard {
+
+class Token {
+public:
+    Token() noexcept = default;
+    Token(const Token&) = delete;
+    Token& operator=(const Token&) = delete;
+
+    bool aborted() const noexcept { return state_.load(std::memory_order_acquire) == kAborted; }
+    // Reason::kNone while running.
+    Reason reason() const noexcept { return aborted() ? reason_ : Reason::kNone; }
+    // CLOCK_MONOTONIC nanoseconds of detection; 0 while running.
+    int64_t aborted_at_ns() const noexcept { return aborted() ? at_ns_ : 0; }
+
+    // Marks the token aborted. Returns true if this call did it, false if
+    // the token was already aborted (the first reason and time stay).
+    bool abort(Reason reason, int64_t at_ns) noexcept;
+
+    // Blocks until the token is aborted or CLOCK_MONOTONIC reaches
+    // `deadline_ns`. Returns aborted(). Spurious wake-ups are absorbed.
+    bool wait_until(int64_t deadline_ns) const noexcept;
+
+private:
+    enum : uint32_t { kRunning = 0, kClaimed = 1, kAborted = 2 };
+
+    // The futex word. reason_ and at_ns_ are written by the single winner
+    // between kClaimed and the release store of kAborted, and read only
+    // after an acquire load has seen kAborted.
+    mutable std::atomic<uint32_t> state_{kRunning};
+    mutable std::atomic<uint32_t> waiters_{0};
+    Reason reason_ = Reason::kNone;
+    int64_t at_ns_ = 0;
+};
+
+}  // namespace abortguard
+
+#endif  // ABORTGUARD_TOKEN_H

@@ -1,0 +1,99 @@
+/* All of mod_abortguard's directives, in one place. */
+#include "ag_config.h"
+
+#include "http_log.h"
+
+#include "mod_abortguard.h"
+
+APLOG_USE_MODULE(abortguard);
+
+/* The value of `field` for `conf`, or `dflt` where no scope set it. */
+#define AG_GET(conf, field, dflt) ((conf)->field == AG_UNSET ? (dflt) : (conf)->field)
+/* The child scope wins where it set a value. */
+#define AG_MERGE(merged, base, add, field) \
+    (merged)->field = ((add)->field == AG_UNSET) ? (base)->field : (add)->field
+
+void *ag_dir_config_create(apr_pool_t *p, char *dir)
+{
+    ag_dir_config *conf = apr_pcalloc(p, sizeof(*conf));
+    (void)dir;
+    conf->enabled = AG_UNSET;
+    conf->half_close = AG_UNSET;
+    conf->mark_conn = AG_UNSET;
+    return conf;
+}
+
+void *ag_dir_config_merge(apr_pool_t *p, void *basev, void *addv)
+{
+    const ag_dir_config *base = basev, *add = addv;
+    ag_dir_config *merged = apr_pcalloc(p, sizeof(*merged));
+    AG_MERGE(merged, base, add, enabled);
+    AG_MERGE(merged, base, add, half_close);
+    AG_MERGE(merged, base, add, mark_conn);
+    return merged;
+}
+
+const ag_dir_config *ag_config_for(const request_rec *r)
+{
+    return ap_get_module_config(r->per_dir_config, &abortguard_module);
+}
+
+int ag_config_enabled(const ag_dir_config *conf)
+{
+    return AG_GET(conf, enabled, 0);
+}
+
+int ag_config_ignores_half_close(const ag_dir_config *conf)
+{
+    return AG_GET(conf, half_close, AG_HALF_CLOSE_ABORT) == AG_HALF_CLOSE_IGNORE;
+}
+
+int ag_config_marks_connection(const ag_dir_config *conf)
+{
+    return AG_GET(conf, mark_conn, 1);
+}
+
+static const char *set_enabled(cmd_parms *cmd, void *dirconf, int flag)
+{
+    (void)cmd;
+    ((ag_dir_config *)dirconf)->enabled = flag;
+    return NULL;
+}
+
+static const char *set_half_close(cmd_parms *cmd, void *dirconf, const char *arg)
+{
+    ag_dir_config *conf = dirconf;
+    (void)cmd;
+    if (!strcasecmp(arg, "abort")) {
+        conf->half_close = AG_HALF_CLOSE_ABORT;
+    }
+    else if (!strcasecmp(arg, "ignore")) {
+        conf->half_close = AG_HALF_CLOSE_IGNORE;
+    }
+    else {
+        return "AbortGuardHalfClose must be 'abort' or 'ignore'";
+    }
+    return NULL;
+}
+
+static const char *set_mark_conn(cmd_parms *cmd, void *dirconf, int flag)
+{
+    (void)cmd;
+    ((ag_dir_config *)dirconf)->mark_conn = flag;
+    return NULL;
+}
+
+/* httpd itself rejects a FLAG value other than On/Off with
+ * "<Directive> must be On or Off". */
+#define AG_SCOPES (RSRC_CONF | ACCESS_CONF | OR_FILEINFO)
+
+const command_rec ag_directives[] = {
+    AP_INIT_FLAG("AbortGuard", set_enabled, NULL, AG_SCOPES,
+                 "On to watch the client connection of requests in this scope (default Off)"),
+    AP_INIT_TAKE1("AbortGuardHalfClose", set_half_close, NULL, AG_SCOPES,
+                  "abort (default): a client FIN aborts the request; ignore: only RST and "
+                  "errors do"),
+    AP_INIT_FLAG("AbortGuardMarkConnection", set_mark_conn, NULL, AG_SCOPES,
+                 "On (default) to set the connection's aborted flag when the client leaves"),
+    {NULL}
+};

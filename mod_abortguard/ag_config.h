@@ -1,0 +1,35 @@
+/* Directives and per-directory configuration.
+ *
+ * Thread contract: configuration is built single-threaded at startup and
+ * read-only afterwards; the accessors may be called from any request thread. */
+#ifndef AG_CONFIG_H
+#define AG_CONFIG_H
+
+#include "httpd.h"
+#include "http_config.h"
+
+/* A directive not given in a scope: inherit from the enclosing one. */
+#define AG_UNSET (-1)
+
+typedef enum { AG_HALF_CLOSE_ABORT = 0, AG_HALF_CLOSE_IGNORE = 1 } ag_half_close_e;
+
+typedef struct {
+    int enabled;    /* AbortGuard: 1, 0 or AG_UNSET */
+    int half_close; /* AbortGuardHalfClose: ag_half_close_e or AG_UNSET */
+    int mark_conn;  /* AbortGuardMarkConnection: 1, 0 or AG_UNSET */
+} ag_dir_config;
+
+extern const command_rec ag_directives[];
+
+void *ag_dir_config_create(apr_pool_t *p, char *dir);
+void *ag_dir_config_merge(apr_pool_t *p, void *basev, void *addv);
+
+/* The merged configuration of `r`'s location; never NULL. */
+const ag_dir_config *ag_config_for(const request_rec *r);
+
+/* Effective values, defaults applied. */
+int ag_config_enabled(const ag_dir_config *conf);
+int ag_config_ignores_half_close(const ag_dir_config *conf);
+int ag_config_marks_connection(const ag_dir_config *conf);
+
+#endif /* AG_CONFIG_H */
