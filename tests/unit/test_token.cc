@@ -1,0 +1,97 @@
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "clock.h"
+#include "token.h"
+
+using abortguard::mono_ns;
+using abortguard::Reason;
+using abortguard::Token;
+
+namespace {
+
+constexpr int64_t kMs = 1000000;
+
+TEST(Token, StartsRunning) {
+    Token t;
+    EXPECT_FALSE(t.aborted());
+    EXPECT_EQ(t.reason(), Reason::kNone);
+    EXPECT_EQ(t.aborted_at_ns(), 0);
+}
+
+TEST(Token, FirstAbortWinsAndKeepsItsReasonAndTime) {
+    Token t;
+    EXPECT_TRUE(t.abort(Reason::kRst, 42));
+    EXPECT_FALSE(t.abort(Reason::kFin, 99));
+    EXPECT_TRUE(t.aborted());
+    EXPECT_EQ(t.reason(), Reason::kRst);
+    EXPECT_EQ(t.aborted_at_ns(), 42);
+}
+
+TEST(Token, ExactlyOneOfManyConcurrentAbortsWins) {
+    for (int round = 0; round < 200; ++round) {
+        Token t;
+        std::atomic<int> winners{0};
+        std::vector<std::thread> threads;
+        for (int i = 0; i < 4; ++i) {
+            threads.emplace_back([&, i] {
+                if (t.abort(i % 2 ? Reason::kFin : Reason::kRst, i + 1)) winners.fetch_add(1);
+            });
+        }
+        for (auto& th : threads) th.join();
+        ASSERT_EQ(winners.load(), 1);
+        // Reason and time come from the same (winning) call.
+        EXPECT_EQ(t.reason(), t.aborted_at_ns() % 2 == 0 ? Reason::kFin : Reason::kRst);
+    }
+}
+
+TEST(Token, WaitTimesOutWhenNobodyAborts) {
+    Token t;
+    const int64_t start = mono_ns();
+    EXPECT_FALSE(t.wait_until(start + 30 * kMs));
+    EXPECT_GE(mono_ns() - start, 30 * kMs);
+}
+
+TEST(Token, WaitReturnsAtOnceWhenAlreadyAborted) {
+    Token t;
+    t.abort(Reason::kFin, mono_ns());
+    const int64_t start = mono_ns();
+    EXPECT_TRUE(t.wait_until(start + 10000 * kMs));
+    EXPECT_LT(mono_ns() - start, 1000 * kMs);
+}
+
+TEST(Token, WaitWakesWhenAnotherThreadAborts) {
+    Token t;
+    std::atomic<bool> waiting{false};
+    std::atomic<int64_t> woke_at{0};
+    std::thread waiter([&] {
+        waiting.store(true);
+        EXPECT_TRUE(t.wait_until(mono_ns() + 10000 * kMs));
+        woke_at.store(mono_ns());
+    });
+    while (!waiting.load()) std::this_thread::yield();
+    const int64_t aborted_at = mono_ns();
+    t.abort(Reason::kRst, aborted_at);
+    waiter.join();
+    // Loose bound: it woke on the abort, not on its 10 s deadline.
+    EXPECT_LT(woke_at.load() - aborted_at, 1000 * kMs);
+}
+
+TEST(Token, ManyWaitersAllWake) {
+    Token t;
+    std::atomic<int> woken{0};
+    std::vector<std::thread> waiters;
+    for (int i = 0; i < 8; ++i) {
+        waiters.emplace_back([&] {
+            if (t.wait_until(mono_ns() + 10000 * kMs)) woken.fetch_add(1);
+        });
+    }
+    t.abort(Reason::kFin, mono_ns());
+    for (auto& th : waiters) th.join();
+    EXPECT_EQ(woken.load(), 8);
+}
+
+}  // namespace
