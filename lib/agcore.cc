@@ -28,7 +28,8 @@ struct ag_token {
 namespace {
 
 void copy_message(const std::string& msg, char* err, size_t errlen) {
-    if (err == nullptr || errlen == 0) return;
+    if (err == nullptr || errlen == 0)
+        return;
     strncpy(err, msg.c_str(), errlen - 1);
     err[errlen - 1] = '\0';
 }
@@ -58,7 +59,9 @@ const char* ag_reason_name(ag_reason_e reason) {
     return abortguard::reason_name(static_cast<Reason>(reason));
 }
 
-int64_t ag_now_ns(void) { return abortguard::mono_ns(); }
+int64_t ag_now_ns(void) {
+    return abortguard::mono_ns();
+}
 
 int ag_monitor_start(ag_monitor** out, char* err, size_t errlen) {
     try {
@@ -86,28 +89,38 @@ int ag_monitor_watch(ag_monitor* m, int fd, unsigned flags, ag_token* token, ag_
                      void* arg, ag_watch_id* id) {
     try {
         unsigned f = 0;
-        if (flags & AG_WATCH_IGNORE_HALF_CLOSE) f |= Monitor::kIgnoreHalfClose;
-        abortguard::Status st = m->impl->watch(fd, f, &token->impl,
-                                               fn, arg, id);
+        if (flags & AG_WATCH_IGNORE_HALF_CLOSE)
+            f |= Monitor::kIgnoreHalfClose;
+        abortguard::Status st = m->impl->watch(fd, f, &token->impl, fn, arg, id);
         return st.is_ok() ? 0 : (st.code() > 0 ? st.code() : EIO);
     } catch (...) {
         return ENOMEM;
     }
 }
 
-void ag_monitor_unwatch(ag_monitor* m, ag_watch_id id) { m->impl->unwatch(id); }
+void ag_monitor_unwatch(ag_monitor* m, ag_watch_id id) {
+    m->impl->unwatch(id);
+}
 
-ag_token* ag_token_create(void) { return new (std::nothrow) ag_token; }
+ag_token* ag_token_create(void) {
+    return new (std::nothrow) ag_token;
+}
 
-void ag_token_destroy(ag_token* t) { delete t; }
+void ag_token_destroy(ag_token* t) {
+    delete t;
+}
 
-int ag_token_aborted(const ag_token* t) { return t->impl.aborted() ? 1 : 0; }
+int ag_token_aborted(const ag_token* t) {
+    return t->impl.aborted() ? 1 : 0;
+}
 
 ag_reason_e ag_token_reason(const ag_token* t) {
     return static_cast<ag_reason_e>(t->impl.reason());
 }
 
-int64_t ag_token_aborted_at_ns(const ag_token* t) { return t->impl.aborted_at_ns(); }
+int64_t ag_token_aborted_at_ns(const ag_token* t) {
+    return t->impl.aborted_at_ns();
+}
 
 int ag_token_abort(ag_token* t, ag_reason_e reason) {
     return t->impl.abort(static_cast<Reason>(reason), abortguard::mono_ns()) ? 1 : 0;

@@ -44,45 +44,45 @@ typedef uint64_t ag_watch_id;
 
 #define AG_WATCH_IGNORE_HALF_CLOSE 1u
 
-typedef void ag_log_sink_fn(ag_log_level_e level, const char *message, void *ctx);
+typedef void ag_log_sink_fn(ag_log_level_e level, const char* message, void* ctx);
 /* reason: an ag_reason_e value */
-typedef void ag_abort_fn(void *arg, int reason);
+typedef void ag_abort_fn(void* arg, int reason);
 
 /* Installs the core's log sink; before any other thread runs. */
-void ag_log_set_sink(ag_log_sink_fn *sink, void *ctx, ag_log_level_e max_level);
+void ag_log_set_sink(ag_log_sink_fn* sink, void* ctx, ag_log_level_e max_level);
 
-const char *ag_reason_name(ag_reason_e reason);
+const char* ag_reason_name(ag_reason_e reason);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t ag_now_ns(void);
 
 /* Starts a monitor thread. Returns 0, or an errno value and a message. */
-int ag_monitor_start(ag_monitor **out, char *err, size_t errlen);
+int ag_monitor_start(ag_monitor** out, char* err, size_t errlen);
 
 /* Stops the thread, waiting at most bound_ms; returns 1 if it exited. The
  * monitor's memory stays valid (unwatch still works) until process exit:
  * request threads of an exiting child may still hold watches. */
-int ag_monitor_stop(ag_monitor *m, unsigned bound_ms);
+int ag_monitor_stop(ag_monitor* m, unsigned bound_ms);
 
 /* Watches fd for the client going away: aborts `token`, then calls
  * fn(arg, reason) on the monitor thread. fd, token and arg must stay valid
  * until ag_monitor_unwatch() returns. Returns 0 or an errno value. */
-int ag_monitor_watch(ag_monitor *m, int fd, unsigned flags, ag_token *token, ag_abort_fn *fn,
-                     void *arg, ag_watch_id *id);
+int ag_monitor_watch(ag_monitor* m, int fd, unsigned flags, ag_token* token, ag_abort_fn* fn,
+                     void* arg, ag_watch_id* id);
 
 /* Synchronous: when it returns, no callback for `id` runs or will run. */
-void ag_monitor_unwatch(ag_monitor *m, ag_watch_id id);
+void ag_monitor_unwatch(ag_monitor* m, ag_watch_id id);
 
 /* NULL when out of memory. */
-ag_token *ag_token_create(void);
-void ag_token_destroy(ag_token *t);
-int ag_token_aborted(const ag_token *t);
-ag_reason_e ag_token_reason(const ag_token *t);
-int64_t ag_token_aborted_at_ns(const ag_token *t);
+ag_token* ag_token_create(void);
+void ag_token_destroy(ag_token* t);
+int ag_token_aborted(const ag_token* t);
+ag_reason_e ag_token_reason(const ag_token* t);
+int64_t ag_token_aborted_at_ns(const ag_token* t);
 /* Aborts with `reason` now; returns 1 if this call aborted it. */
-int ag_token_abort(ag_token *t, ag_reason_e reason);
+int ag_token_abort(ag_token* t, ag_reason_e reason);
 /* Blocks until aborted or timeout_ns passed; returns ag_token_aborted(). */
-int ag_token_wait(const ag_token *t, int64_t timeout_ns);
+int ag_token_wait(const ag_token* t, int64_t timeout_ns);
 
 #ifdef __cplusplus
 }

@@ -29,7 +29,8 @@ bool enabled(Level level) noexcept {
 }
 
 void write(Level level, const char* fmt, ...) noexcept {
-    if (!enabled(level) || g_sink == nullptr) return;
+    if (!enabled(level) || g_sink == nullptr)
+        return;
     char buf[1024];
     va_list ap;
     va_start(ap, fmt);

@@ -34,11 +34,10 @@ void write(Level level, const char* fmt, ...) noexcept __attribute__((format(pri
 }  // namespace abortguard
 
 // Formats only when `level` is enabled.
-#define AG_LOG(level, ...)                                                \
-    do {                                                                  \
-        if (::abortguard::log::enabled(::abortguard::log::Level::level)) \
-            ::abortguard::log::write(::abortguard::log::Level::level,    \
-                                     __VA_ARGS__);                        \
+#define AG_LOG(level, ...)                                                          \
+    do {                                                                            \
+        if (::abortguard::log::enabled(::abortguard::log::Level::level))            \
+            ::abortguard::log::write(::abortguard::log::Level::level, __VA_ARGS__); \
     } while (0)
 
 #endif  // ABORTGUARD_LOG_H

@@ -24,9 +24,15 @@ namespace {
 constexpr uint64_t kWakeKey = 0;
 constexpr int kBatch = 64;
 
-uint64_t make_key(uint32_t slot, uint32_t gen) { return (uint64_t{gen} << 32) | slot; }
-uint32_t key_slot(uint64_t key) { return static_cast<uint32_t>(key); }
-uint32_t key_gen(uint64_t key) { return static_cast<uint32_t>(key >> 32); }
+uint64_t make_key(uint32_t slot, uint32_t gen) {
+    return (uint64_t{gen} << 32) | slot;
+}
+uint32_t key_slot(uint64_t key) {
+    return static_cast<uint32_t>(key);
+}
+uint32_t key_gen(uint64_t key) {
+    return static_cast<uint32_t>(key >> 32);
+}
 
 // Why the kernel reported the socket: RST and timeouts come with EPOLLERR and
 // an error code, a FIN alone with EPOLLRDHUP only.
@@ -34,17 +40,22 @@ Reason classify(uint32_t events, int fd) {
     if (events & EPOLLERR) {
         int err = 0;
         socklen_t len = sizeof err;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) return Reason::kError;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+            return Reason::kError;
         switch (err) {
-            case ETIMEDOUT: return Reason::kTimeout;
+            case ETIMEDOUT:
+                return Reason::kTimeout;
             // 0: a reader on the request thread consumed ECONNRESET first.
             case 0:
             case ECONNRESET:
-            case EPIPE: return Reason::kRst;
-            default: return Reason::kError;
+            case EPIPE:
+                return Reason::kRst;
+            default:
+                return Reason::kError;
         }
     }
-    if (events & EPOLLRDHUP) return Reason::kFin;
+    if (events & EPOLLRDHUP)
+        return Reason::kFin;
     return Reason::kRst;  // EPOLLHUP alone: gone in both directions
 }
 
@@ -58,7 +69,8 @@ void sleep_ns(int64_t ns) {
 
 Status Monitor::create(std::unique_ptr<Monitor>* out) {
     const int epfd = epoll_create1(EPOLL_CLOEXEC);
-    if (epfd < 0) return Status::from_errno(errno, "epoll_create1");
+    if (epfd < 0)
+        return Status::from_errno(errno, "epoll_create1");
     const int wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (wakefd < 0) {
         const int err = errno;
@@ -89,7 +101,8 @@ Status Monitor::create(std::unique_ptr<Monitor>* out) {
         st = Status::from_errno(e.code().value(), "starting the monitor thread");
     }
     pthread_sigmask(SIG_SETMASK, &old, nullptr);
-    if (st.is_ok()) *out = std::move(m);
+    if (st.is_ok())
+        *out = std::move(m);
     return st;
 }
 
@@ -100,7 +113,8 @@ Monitor::~Monitor() {
 }
 
 bool Monitor::stop(int64_t bound_ns) noexcept {
-    if (joined_ || !thread_.joinable()) return true;
+    if (joined_ || !thread_.joinable())
+        return true;
     stopping_.store(true, std::memory_order_release);
     const uint64_t one = 1;
     while (::write(wakefd_, &one, sizeof one) < 0 && errno == EINTR) {
@@ -108,7 +122,8 @@ bool Monitor::stop(int64_t bound_ns) noexcept {
     // Poll instead of waiting on a condition: no lock, signal-safe calls only.
     const int64_t deadline = mono_ns() + bound_ns;
     while (!exited_.load(std::memory_order_acquire)) {
-        if (mono_ns() >= deadline) return false;
+        if (mono_ns() >= deadline)
+            return false;
         sleep_ns(1000000);
     }
     thread_.join();
@@ -160,11 +175,13 @@ Status Monitor::watch(int fd, unsigned flags, Token* token, AbortFn fn, void* ar
 void Monitor::unwatch(WatchId id) noexcept {
     const uint32_t idx = key_slot(id);
     std::unique_lock<std::mutex> lock(mu_);
-    if (idx >= slots_.size() || slots_[idx].gen != key_gen(id)) return;
+    if (idx >= slots_.size() || slots_[idx].gen != key_gen(id))
+        return;
     // The callback for this watch may be running right now: wait it out.
     fired_.wait(lock, [&] { return slots_[idx].state != SlotState::kFiring; });
     Slot& s = slots_[idx];
-    if (s.state == SlotState::kFree) return;
+    if (s.state == SlotState::kFree)
+        return;
     // Still our fd (the caller keeps it open), so DEL cannot hit another.
     if (epoll_ctl(epfd_, EPOLL_CTL_DEL, s.fd, nullptr) != 0) {
         AG_LOG(kDebug, "AG0102: epoll_ctl(DEL, fd %d) failed: errno %d", s.fd, errno);
@@ -185,9 +202,11 @@ void Monitor::dispatch(uint64_t key, uint32_t events) noexcept {
     Slot fired;
     {
         std::lock_guard<std::mutex> lock(mu_);
-        if (idx >= slots_.size()) return;
+        if (idx >= slots_.size())
+            return;
         Slot& s = slots_[idx];
-        if (s.gen != key_gen(key) || s.state != SlotState::kArmed) return;
+        if (s.gen != key_gen(key) || s.state != SlotState::kArmed)
+            return;
         s.state = SlotState::kFiring;
         fired = s;
     }
@@ -196,7 +215,8 @@ void Monitor::dispatch(uint64_t key, uint32_t events) noexcept {
     const bool first = fired.token->abort(reason, mono_ns());
     AG_LOG(kDebug, "AG0101: client socket %d closed (%s, events 0x%x)", fired.fd,
            reason_name(reason), events);
-    if (first && fired.fn != nullptr) fired.fn(fired.arg, static_cast<int>(reason));
+    if (first && fired.fn != nullptr)
+        fired.fn(fired.arg, static_cast<int>(reason));
     {
         std::lock_guard<std::mutex> lock(mu_);
         slots_[idx].state = SlotState::kFired;
@@ -209,12 +229,14 @@ void Monitor::run() noexcept {
     while (!stopping_.load(std::memory_order_acquire)) {
         const int n = epoll_wait(epfd_, events, kBatch, -1);
         if (n < 0) {
-            if (errno == EINTR) continue;
+            if (errno == EINTR)
+                continue;
             AG_LOG(kError, "AG0103: epoll_wait failed (errno %d); abort detection stops", errno);
             break;
         }
         for (int i = 0; i < n; ++i) {
-            if (events[i].data.u64 != kWakeKey) dispatch(events[i].data.u64, events[i].events);
+            if (events[i].data.u64 != kWakeKey)
+                dispatch(events[i].data.u64, events[i].events);
         }
     }
     exited_.store(true, std::memory_order_release);

@@ -44,7 +44,7 @@
 namespace abortguard {
 
 class Monitor {
-public:
+  public:
     // `reason` is a Reason value, passed as int so C callbacks fit exactly.
     using AbortFn = void (*)(void* arg, int reason);
     // (generation << 32 | slot); 0 is never a valid id.
@@ -83,7 +83,7 @@ public:
 
     size_t watch_count() const;
 
-private:
+  private:
     enum class SlotState : uint8_t { kFree, kArmed, kFiring, kFired };
     struct Slot {
         uint32_t gen = 1;

@@ -4,12 +4,18 @@ namespace abortguard {
 
 const char* reason_name(Reason r) noexcept {
     switch (r) {
-        case Reason::kNone: return "none";
-        case Reason::kFin: return "fin";
-        case Reason::kRst: return "rst";
-        case Reason::kError: return "error";
-        case Reason::kTimeout: return "timeout";
-        case Reason::kWrite: return "write";
+        case Reason::kNone:
+            return "none";
+        case Reason::kFin:
+            return "fin";
+        case Reason::kRst:
+            return "rst";
+        case Reason::kError:
+            return "error";
+        case Reason::kTimeout:
+            return "timeout";
+        case Reason::kWrite:
+            return "write";
     }
     return "unknown";
 }

@@ -14,7 +14,7 @@
 namespace abortguard {
 
 class Status {
-public:
+  public:
     Status() noexcept = default;
     static Status ok() noexcept { return Status(); }
     // An error from errno-style code `err` while doing `what`.
@@ -28,7 +28,7 @@ public:
     // "what: strerror(code)", or "OK".
     std::string to_string() const;
 
-private:
+  private:
     Status(int code, std::string what) : code_(code), what_(std::move(what)) {}
 
     int code_ = 0;

@@ -41,15 +41,18 @@ bool Token::abort(Reason reason, int64_t at_ns) noexcept {
     // seq_cst store and load pair with the waiter's increment and futex
     // check: either we see its increment and wake it, or it sees kAborted.
     state_.store(kAborted, std::memory_order_seq_cst);
-    if (waiters_.load(std::memory_order_seq_cst) != 0) futex_wake_all(&state_);
+    if (waiters_.load(std::memory_order_seq_cst) != 0)
+        futex_wake_all(&state_);
     return true;
 }
 
 bool Token::wait_until(int64_t deadline_ns) const noexcept {
     for (;;) {
         const uint32_t seen = state_.load(std::memory_order_seq_cst);
-        if (seen == kAborted) return true;
-        if (mono_ns() >= deadline_ns) return false;
+        if (seen == kAborted)
+            return true;
+        if (mono_ns() >= deadline_ns)
+            return false;
         waiters_.fetch_add(1, std::memory_order_seq_cst);
         futex_wait_until(&state_, seen, deadline_ns);  // EINTR/EAGAIN/ETIMEDOUT: re-check
         waiters_.fetch_sub(1, std::memory_order_seq_cst);

@@ -22,7 +22,7 @@
 namespace abortguard {
 
 class Token {
-public:
+  public:
     Token() noexcept = default;
     Token(const Token&) = delete;
     Token& operator=(const Token&) = delete;
@@ -41,7 +41,7 @@ public:
     // `deadline_ns`. Returns aborted(). Spurious wake-ups are absorbed.
     bool wait_until(int64_t deadline_ns) const noexcept;
 
-private:
+  private:
     enum : uint32_t { kRunning = 0, kClaimed = 1, kAborted = 2 };
 
     // The futex word. reason_ and at_ns_ are written by the single winner

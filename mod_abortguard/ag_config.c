@@ -13,9 +13,8 @@ APLOG_USE_MODULE(abortguard);
 #define AG_MERGE(merged, base, add, field) \
     (merged)->field = ((add)->field == AG_UNSET) ? (base)->field : (add)->field
 
-void *ag_dir_config_create(apr_pool_t *p, char *dir)
-{
-    ag_dir_config *conf = apr_pcalloc(p, sizeof(*conf));
+void* ag_dir_config_create(apr_pool_t* p, char* dir) {
+    ag_dir_config* conf = apr_pcalloc(p, sizeof(*conf));
     (void)dir;
     conf->enabled = AG_UNSET;
     conf->half_close = AG_UNSET;
@@ -23,63 +22,53 @@ void *ag_dir_config_create(apr_pool_t *p, char *dir)
     return conf;
 }
 
-void *ag_dir_config_merge(apr_pool_t *p, void *basev, void *addv)
-{
+void* ag_dir_config_merge(apr_pool_t* p, void* basev, void* addv) {
     const ag_dir_config *base = basev, *add = addv;
-    ag_dir_config *merged = apr_pcalloc(p, sizeof(*merged));
+    ag_dir_config* merged = apr_pcalloc(p, sizeof(*merged));
     AG_MERGE(merged, base, add, enabled);
     AG_MERGE(merged, base, add, half_close);
     AG_MERGE(merged, base, add, mark_conn);
     return merged;
 }
 
-const ag_dir_config *ag_config_for(const request_rec *r)
-{
+const ag_dir_config* ag_config_for(const request_rec* r) {
     return ap_get_module_config(r->per_dir_config, &abortguard_module);
 }
 
-int ag_config_enabled(const ag_dir_config *conf)
-{
+int ag_config_enabled(const ag_dir_config* conf) {
     return AG_GET(conf, enabled, 0);
 }
 
-int ag_config_ignores_half_close(const ag_dir_config *conf)
-{
+int ag_config_ignores_half_close(const ag_dir_config* conf) {
     return AG_GET(conf, half_close, AG_HALF_CLOSE_ABORT) == AG_HALF_CLOSE_IGNORE;
 }
 
-int ag_config_marks_connection(const ag_dir_config *conf)
-{
+int ag_config_marks_connection(const ag_dir_config* conf) {
     return AG_GET(conf, mark_conn, 1);
 }
 
-static const char *set_enabled(cmd_parms *cmd, void *dirconf, int flag)
-{
+static const char* set_enabled(cmd_parms* cmd, void* dirconf, int flag) {
     (void)cmd;
-    ((ag_dir_config *)dirconf)->enabled = flag;
+    ((ag_dir_config*)dirconf)->enabled = flag;
     return NULL;
 }
 
-static const char *set_half_close(cmd_parms *cmd, void *dirconf, const char *arg)
-{
-    ag_dir_config *conf = dirconf;
+static const char* set_half_close(cmd_parms* cmd, void* dirconf, const char* arg) {
+    ag_dir_config* conf = dirconf;
     (void)cmd;
     if (!strcasecmp(arg, "abort")) {
         conf->half_close = AG_HALF_CLOSE_ABORT;
-    }
-    else if (!strcasecmp(arg, "ignore")) {
+    } else if (!strcasecmp(arg, "ignore")) {
         conf->half_close = AG_HALF_CLOSE_IGNORE;
-    }
-    else {
+    } else {
         return "AbortGuardHalfClose must be 'abort' or 'ignore'";
     }
     return NULL;
 }
 
-static const char *set_mark_conn(cmd_parms *cmd, void *dirconf, int flag)
-{
+static const char* set_mark_conn(cmd_parms* cmd, void* dirconf, int flag) {
     (void)cmd;
-    ((ag_dir_config *)dirconf)->mark_conn = flag;
+    ((ag_dir_config*)dirconf)->mark_conn = flag;
     return NULL;
 }
 
@@ -95,5 +84,4 @@ const command_rec ag_directives[] = {
                   "errors do"),
     AP_INIT_FLAG("AbortGuardMarkConnection", set_mark_conn, NULL, AG_SCOPES,
                  "On (default) to set the connection's aborted flag when the client leaves"),
-    {NULL}
-};
+    {NULL}};

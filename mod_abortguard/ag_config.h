@@ -5,8 +5,8 @@
 #ifndef AG_CONFIG_H
 #define AG_CONFIG_H
 
-#include "httpd.h"
 #include "http_config.h"
+#include "httpd.h"
 
 /* A directive not given in a scope: inherit from the enclosing one. */
 #define AG_UNSET (-1)
@@ -21,15 +21,15 @@ typedef struct {
 
 extern const command_rec ag_directives[];
 
-void *ag_dir_config_create(apr_pool_t *p, char *dir);
-void *ag_dir_config_merge(apr_pool_t *p, void *basev, void *addv);
+void* ag_dir_config_create(apr_pool_t* p, char* dir);
+void* ag_dir_config_merge(apr_pool_t* p, void* basev, void* addv);
 
 /* The merged configuration of `r`'s location; never NULL. */
-const ag_dir_config *ag_config_for(const request_rec *r);
+const ag_dir_config* ag_config_for(const request_rec* r);
 
 /* Effective values, defaults applied. */
-int ag_config_enabled(const ag_dir_config *conf);
-int ag_config_ignores_half_close(const ag_dir_config *conf);
-int ag_config_marks_connection(const ag_dir_config *conf);
+int ag_config_enabled(const ag_dir_config* conf);
+int ag_config_ignores_half_close(const ag_dir_config* conf);
+int ag_config_marks_connection(const ag_dir_config* conf);
 
 #endif /* AG_CONFIG_H */

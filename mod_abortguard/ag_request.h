@@ -17,10 +17,10 @@
 #define AG_EOS_FILTER "ABORTGUARD_EOS"
 
 /* The child's monitor, or NULL when it could not start (set in child_init). */
-void ag_request_set_monitor(ag_monitor *monitor);
+void ag_request_set_monitor(ag_monitor* monitor);
 
-int ag_request_fixups(request_rec *r);
-int ag_request_log_transaction(request_rec *r);
-apr_status_t ag_request_eos_filter(ap_filter_t *f, apr_bucket_brigade *bb);
+int ag_request_fixups(request_rec* r);
+int ag_request_log_transaction(request_rec* r);
+apr_status_t ag_request_eos_filter(ap_filter_t* f, apr_bucket_brigade* bb);
 
 #endif /* AG_REQUEST_H */

@@ -2,11 +2,11 @@
  * still being handled. This file is the module's skeleton: process-level
  * setup (log sink, the per-child monitor thread) and hook registration.
  * Requests are handled in ag_request.c, directives in ag_config.c. */
-#include "httpd.h"
 #include "http_config.h"
 #include "http_log.h"
-#include "http_request.h"
 #include "http_protocol.h"
+#include "http_request.h"
+#include "httpd.h"
 
 #include "ag_config.h"
 #include "ag_request.h"
@@ -18,12 +18,11 @@ APLOG_USE_MODULE(abortguard);
 /* How long a stopping child waits for the monitor thread to exit. */
 #define AG_MONITOR_JOIN_MS 1000
 
-static server_rec *log_server;
+static server_rec* log_server;
 
 /* Any thread: ap_log_error with only a server_rec touches no request or
  * connection memory. */
-static void log_sink(ag_log_level_e level, const char *message, void *ctx)
-{
+static void log_sink(ag_log_level_e level, const char* message, void* ctx) {
     static const int aplevel[] = {APLOG_ERR,  APLOG_WARNING, APLOG_NOTICE,
                                   APLOG_INFO, APLOG_DEBUG,   APLOG_TRACE1};
     (void)ctx;
@@ -31,8 +30,7 @@ static void log_sink(ag_log_level_e level, const char *message, void *ctx)
 }
 
 /* The core formats a message only if httpd would write it. */
-static ag_log_level_e core_log_level(server_rec *s)
-{
+static ag_log_level_e core_log_level(server_rec* s) {
     int level = ap_get_server_module_loglevel(s, APLOG_MODULE_INDEX);
     if (level <= APLOG_ERR) {
         return AG_LOG_ERROR;
@@ -45,8 +43,7 @@ static ag_log_level_e core_log_level(server_rec *s)
 
 /* Child exit path; under prefork it may run inside a signal handler that
  * interrupted the main thread anywhere, so the stop takes no lock. */
-static apr_status_t stop_monitor(void *data)
-{
+static apr_status_t stop_monitor(void* data) {
     if (!ag_monitor_stop(data, AG_MONITOR_JOIN_MS)) {
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, log_server,
                      "AG0003: monitor thread did not exit within %d ms", AG_MONITOR_JOIN_MS);
@@ -57,9 +54,8 @@ static apr_status_t stop_monitor(void *data)
 
 /* Signals are blocked while child_init runs, and the core blocks them all
  * on its thread anyway. */
-static void child_init(apr_pool_t *pchild, server_rec *s)
-{
-    ag_monitor *monitor = NULL;
+static void child_init(apr_pool_t* pchild, server_rec* s) {
+    ag_monitor* monitor = NULL;
     char err[256];
     int rv;
 
@@ -78,8 +74,7 @@ static void child_init(apr_pool_t *pchild, server_rec *s)
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "AG0002: abort monitor started");
 }
 
-static void register_hooks(apr_pool_t *p)
-{
+static void register_hooks(apr_pool_t* p) {
     (void)p;
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     /* Last, so that redirects made by other fixups (mod_dir) are settled. */
@@ -89,15 +84,14 @@ static void register_hooks(apr_pool_t *p)
     ap_register_output_filter(AG_EOS_FILTER, ag_request_eos_filter, NULL, AP_FTYPE_PROTOCOL);
 }
 
-module AP_MODULE_DECLARE_DATA abortguard_module = {
-    STANDARD20_MODULE_STUFF,
-    ag_dir_config_create,
-    ag_dir_config_merge,
-    NULL, /* server config */
-    NULL, /* merge server config */
-    ag_directives,
-    register_hooks,
+module AP_MODULE_DECLARE_DATA abortguard_module = {STANDARD20_MODULE_STUFF,
+                                                   ag_dir_config_create,
+                                                   ag_dir_config_merge,
+                                                   NULL, /* server config */
+                                                   NULL, /* merge server config */
+                                                   ag_directives,
+                                                   register_hooks,
 #if defined(AP_MODULE_FLAG_ALWAYS_MERGE)
-    AP_MODULE_FLAG_NONE
+                                                   AP_MODULE_FLAG_NONE
 #endif
 };

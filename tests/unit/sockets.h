@@ -18,7 +18,7 @@ namespace agtest {
 
 // Owns one descriptor; move-only.
 class Fd {
-public:
+  public:
     Fd() = default;
     explicit Fd(int fd) : fd_(fd) {}
     Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
@@ -35,22 +35,24 @@ public:
 
     int get() const { return fd_; }
     void reset() {
-        if (fd_ >= 0) ::close(fd_);
+        if (fd_ >= 0)
+            ::close(fd_);
         fd_ = -1;
     }
 
-private:
+  private:
     int fd_ = -1;
 };
 
 inline int check(int rv, const char* what) {
-    if (rv < 0) throw std::runtime_error(std::string(what) + " failed");
+    if (rv < 0)
+        throw std::runtime_error(std::string(what) + " failed");
     return rv;
 }
 
 // A listening socket on 127.0.0.1 with a kernel-chosen port.
 class Listener {
-public:
+  public:
     Listener() : fd_(check(socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), "socket")) {
         sockaddr_in a = loopback(0);
         check(bind(fd_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), "bind");
@@ -69,7 +71,7 @@ public:
         return {std::move(client), std::move(server)};
     }
 
-private:
+  private:
     static sockaddr_in loopback(uint16_t port) {
         sockaddr_in a{};
         a.sin_family = AF_INET;
@@ -89,7 +91,9 @@ inline void close_with_rst(Fd& fd) {
     fd.reset();
 }
 
-inline void half_close(const Fd& fd) { check(shutdown(fd.get(), SHUT_WR), "shutdown"); }
+inline void half_close(const Fd& fd) {
+    check(shutdown(fd.get(), SHUT_WR), "shutdown");
+}
 
 // Lets a test hold a few thousand sockets.
 inline void raise_fd_limit(rlim_t want) {

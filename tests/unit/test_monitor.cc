@@ -10,8 +10,8 @@
 #include "monitor.h"
 #include "sockets.h"
 
-using abortguard::mono_ns;
 using abortguard::Monitor;
+using abortguard::mono_ns;
 using abortguard::Reason;
 using abortguard::Token;
 using agtest::Fd;
@@ -32,7 +32,7 @@ struct Calls {
 };
 
 class MonitorTest : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override { ASSERT_TRUE(Monitor::create(&monitor_).is_ok()); }
 
     Monitor::WatchId watch(const Fd& fd, Token* token, Calls* calls, unsigned flags = 0) {
@@ -182,7 +182,8 @@ TEST_F(MonitorTest, UnwatchWaitsForARunningCallback) {
         static void run(void* arg, int) {
             auto* self = static_cast<Blocking*>(arg);
             self->entered.store(true);
-            while (!self->release.load()) std::this_thread::yield();
+            while (!self->release.load())
+                std::this_thread::yield();
             self->callback_done = self->seq.fetch_add(1) + 1;
         }
     } b;
@@ -191,7 +192,8 @@ TEST_F(MonitorTest, UnwatchWaitsForARunningCallback) {
     Monitor::WatchId id = 0;
     ASSERT_TRUE(monitor_->watch(server.get(), 0, &token, Blocking::run, &b, &id).is_ok());
     client.reset();
-    while (!b.entered.load()) std::this_thread::yield();
+    while (!b.entered.load())
+        std::this_thread::yield();
     int unwatch_done = 0;
     std::thread remover([&] {
         monitor_->unwatch(id);
@@ -218,15 +220,19 @@ TEST_F(MonitorTest, AThousandWatchesAllFireWithTheirOwnReason) {
     }
     EXPECT_EQ(monitor_->watch_count(), static_cast<size_t>(kN));
     for (int i = 0; i < kN; ++i) {
-        if (i % 2) agtest::close_with_rst(pairs[i].first);
-        else pairs[i].first.reset();
+        if (i % 2)
+            agtest::close_with_rst(pairs[i].first);
+        else
+            pairs[i].first.reset();
     }
     for (int i = 0; i < kN; ++i) {
         ASSERT_TRUE(fires(tokens[i])) << i;
         EXPECT_EQ(tokens[i].reason(), i % 2 ? Reason::kRst : Reason::kFin) << i;
     }
-    for (auto id : ids) monitor_->unwatch(id);
-    for (int i = 0; i < kN; ++i) EXPECT_EQ(calls[i].count.load(), 1) << i;
+    for (auto id : ids)
+        monitor_->unwatch(id);
+    for (int i = 0; i < kN; ++i)
+        EXPECT_EQ(calls[i].count.load(), 1) << i;
     EXPECT_EQ(monitor_->watch_count(), 0u);
 }
 

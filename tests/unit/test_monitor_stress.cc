@@ -2,9 +2,9 @@
 // remove watches while other threads close and reopen descriptors, so fd
 // numbers are reused constantly. No callback may ever arrive for a watch
 // whose unwatch() has returned, nor for the wrong token.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/socket.h>
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -17,8 +17,8 @@
 #include "monitor.h"
 #include "sockets.h"
 
-using abortguard::mono_ns;
 using abortguard::Monitor;
+using abortguard::mono_ns;
 using abortguard::Token;
 
 namespace {
@@ -36,9 +36,11 @@ std::atomic<int> g_violations{0};
 
 void on_abort(void* arg, int) {
     auto* rec = static_cast<Record*>(arg);
-    if (rec->removed.load(std::memory_order_acquire)) g_violations.fetch_add(1);
+    if (rec->removed.load(std::memory_order_acquire))
+        g_violations.fetch_add(1);
     // Fired without a cause: a stale event of an earlier watch in this slot.
-    if (!rec->peer_closed.load(std::memory_order_acquire)) g_violations.fetch_add(1);
+    if (!rec->peer_closed.load(std::memory_order_acquire))
+        g_violations.fetch_add(1);
     rec->calls.fetch_add(1);
 }
 
@@ -66,17 +68,21 @@ void churn_watches(Monitor* monitor, int iterations, unsigned seed,
             rec->peer_closed.store(true, std::memory_order_release);
             close(sv[1]);
         }
-        if (pick == 3) rec->token.wait_until(mono_ns() + 1000000000);
+        if (pick == 3)
+            rec->token.wait_until(mono_ns() + 1000000000);
         monitor->unwatch(id);
         rec->removed.store(true, std::memory_order_release);
         const bool aborted = rec->token.aborted();
-        if (aborted) tally->fired.fetch_add(1);
+        if (aborted)
+            tally->fired.fetch_add(1);
         if (pick == 1 || pick == 2) {
             tally->raced.fetch_add(1);
-            if (aborted) tally->raced_fired.fetch_add(1);
+            if (aborted)
+                tally->raced_fired.fetch_add(1);
         }
         close(sv[0]);
-        if (pick == 0) close(sv[1]);
+        if (pick == 0)
+            close(sv[1]);
     }
 }
 
@@ -107,7 +113,8 @@ TEST(MonitorStress, NoCallbackForARemovedWatchWhileFdsAreReused) {
         workers.emplace_back(churn_watches, monitor.get(), kIterations, 1234u + t, &records[t],
                              &tally);
     }
-    for (auto& w : workers) w.join();
+    for (auto& w : workers)
+        w.join();
     stop.store(true);
     fd_thief.join();
     monitor.reset();  // joins the monitor thread: no callback can still come

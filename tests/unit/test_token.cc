@@ -38,10 +38,12 @@ TEST(Token, ExactlyOneOfManyConcurrentAbortsWins) {
         std::vector<std::thread> threads;
         for (int i = 0; i < 4; ++i) {
             threads.emplace_back([&, i] {
-                if (t.abort(i % 2 ? Reason::kFin : Reason::kRst, i + 1)) winners.fetch_add(1);
+                if (t.abort(i % 2 ? Reason::kFin : Reason::kRst, i + 1))
+                    winners.fetch_add(1);
             });
         }
-        for (auto& th : threads) th.join();
+        for (auto& th : threads)
+            th.join();
         ASSERT_EQ(winners.load(), 1);
         // Reason and time come from the same (winning) call.
         EXPECT_EQ(t.reason(), t.aborted_at_ns() % 2 == 0 ? Reason::kFin : Reason::kRst);
@@ -72,7 +74,8 @@ TEST(Token, WaitWakesWhenAnotherThreadAborts) {
         EXPECT_TRUE(t.wait_until(mono_ns() + 10000 * kMs));
         woke_at.store(mono_ns());
     });
-    while (!waiting.load()) std::this_thread::yield();
+    while (!waiting.load())
+        std::this_thread::yield();
     const int64_t aborted_at = mono_ns();
     t.abort(Reason::kRst, aborted_at);
     waiter.join();
@@ -86,11 +89,13 @@ TEST(Token, ManyWaitersAllWake) {
     std::vector<std::thread> waiters;
     for (int i = 0; i < 8; ++i) {
         waiters.emplace_back([&] {
-            if (t.wait_until(mono_ns() + 10000 * kMs)) woken.fetch_add(1);
+            if (t.wait_until(mono_ns() + 10000 * kMs))
+                woken.fetch_add(1);
         });
     }
     t.abort(Reason::kFin, mono_ns());
-    for (auto& th : waiters) th.join();
+    for (auto& th : waiters)
+        th.join();
     EXPECT_EQ(woken.load(), 8);
 }
 
