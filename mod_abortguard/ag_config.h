@@ -5,8 +5,8 @@
 #ifndef AG_CONFIG_H
 #define AG_CONFIG_H
 
-#include "http_config.h"
 #include "httpd.h"
+#include "http_config.h"
 
 /* A directive not given in a scope: inherit from the enclosing one. */
 #define AG_UNSET (-1)

@@ -2,11 +2,11 @@
  * still being handled. This file is the module's skeleton: process-level
  * setup (log sink, the per-child monitor thread) and hook registration.
  * Requests are handled in ag_request.c, directives in ag_config.c. */
+#include "httpd.h"
 #include "http_config.h"
 #include "http_log.h"
 #include "http_protocol.h"
 #include "http_request.h"
-#include "httpd.h"
 
 #include "ag_config.h"
 #include "ag_request.h"

@@ -12,8 +12,8 @@
 #ifndef MOD_ABORTGUARD_H
 #define MOD_ABORTGUARD_H
 
-#include "http_config.h"
 #include "httpd.h"
+#include "http_config.h"
 
 #define ABORTGUARD_VERSION "0.1.0"
 
