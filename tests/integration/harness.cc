@@ -1,0 +1,652 @@
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#ifndef AG_HTTPD_BIN
+#error "AG_HTTPD_BIN must be defined (path of the httpd binary)"
+#endif
+#ifndef AG_SYS_MODULES_DIR
+#error "AG_SYS_MODULES_DIR must be defined (httpd's module directory)"
+#endif
+#ifndef AG_MODULE_SO
+#error "AG_MODULE_SO must be defined (the built mod_abortguard.so)"
+#endif
+#ifndef AG_TEST_MODULE_SO
+#error "AG_TEST_MODULE_SO must be defined (the built mod_abortguard_test.so)"
+#endif
+#ifndef AG_TEST_WORKDIR
+#error "AG_TEST_WORKDIR must be defined (where run dirs are generated)"
+#endif
+
+namespace fs = std::filesystem;
+
+namespace agtest {
+
+namespace {
+
+// Polling interval while awaiting an event (a log line, a port answering).
+constexpr Millis kPollInterval(10);
+constexpr Millis kStartTimeout(10000);
+constexpr Millis kStopTimeout(10000);
+constexpr int kStartAttempts = 5;
+
+std::string join_lines(const std::vector<std::string>& lines) {
+    std::string out;
+    for (const auto& l : lines)
+        out += "  " + l + "\n";
+    return out;
+}
+
+std::string read_file(const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+bool write_file(const std::string& path, const std::string& content) {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << content;
+    return static_cast<bool>(out);
+}
+
+std::string replace_all(std::string s, const std::string& from, const std::string& to) {
+    for (size_t p = s.find(from); p != std::string::npos; p = s.find(from, p + to.size())) {
+        s.replace(p, from.size(), to);
+    }
+    return s;
+}
+
+std::optional<int64_t> number_or_none(const std::string& field) {
+    if (field.empty() || field == "-")
+        return std::nullopt;
+    return std::strtoll(field.c_str(), nullptr, 10);
+}
+
+// A port the kernel just handed out for 127.0.0.1. Someone may take it
+// before httpd binds it; Httpd::start() retries in that case.
+int pick_free_port() {
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(addr);
+    int port = 0;
+    if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0 &&
+        ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) == 0) {
+        port = ntohs(addr.sin_port);
+    }
+    ::close(fd);
+    return port;
+}
+
+bool running_as_root() {
+    return ::geteuid() == 0;
+}
+
+// As root, httpd's children run as www-data and must be able to reach the
+// run dir (the core stats DocumentRoot paths; .htaccess files are read).
+std::string unreachable_ancestor(const std::string& dir) {
+    for (fs::path p = fs::path(dir); !p.empty() && p != p.root_path(); p = p.parent_path()) {
+        struct stat st {};
+        if (::stat(p.c_str(), &st) != 0 || !(st.st_mode & S_IXOTH)) {
+            return p.string();
+        }
+    }
+    return "";
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- tags, lines
+
+std::string make_tag() {
+    static std::atomic<int> counter{0};
+    // The trailing 'z' keeps "agt1z" from matching inside "agt12z".
+    return "agt" + std::to_string(++counter) + "z";
+}
+
+std::optional<int64_t> AccessLine::handler_us() const {
+    if (!start_us || !end_us)
+        return std::nullopt;
+    return *end_us - *start_us;
+}
+
+std::optional<AccessLine> parse_access_line(const std::string& line) {
+    std::istringstream in(line);
+    AccessLine a;
+    std::string status, start, noticed, end, duration;
+    if (!(in >> status >> a.aborted >> a.reason >> start >> noticed >> end >> duration >>
+          a.protocol >> a.url)) {
+        return std::nullopt;
+    }
+    a.raw = line;
+    a.status = std::atoi(status.c_str());
+    a.start_us = number_or_none(start);
+    a.noticed_us = number_or_none(noticed);
+    a.end_us = number_or_none(end);
+    a.duration_us = std::strtoll(duration.c_str(), nullptr, 10);
+    return a;
+}
+
+// ----------------------------------------------------------------- log files
+
+void LogCursor::start(const std::string& path) {
+    path_ = path;
+    struct stat st {};
+    offset_ = ::stat(path.c_str(), &st) == 0 ? st.st_size : 0;
+}
+
+void LogCursor::start_at(const std::string& path, off_t offset) {
+    path_ = path;
+    offset_ = offset;
+}
+
+std::vector<std::string> LogCursor::new_lines(off_t* end) const {
+    std::vector<std::string> lines;
+    if (end)
+        *end = offset_;
+    std::ifstream in(path_, std::ios::binary);
+    if (!in || !in.seekg(offset_))
+        return lines;
+    std::string rest((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    size_t pos = 0;
+    // Only complete lines: a line being written has no '\n' yet.
+    for (size_t nl; (nl = rest.find('\n', pos)) != std::string::npos; pos = nl + 1) {
+        lines.push_back(rest.substr(pos, nl - pos));
+        if (end)
+            *end = offset_ + static_cast<off_t>(nl + 1);
+    }
+    return lines;
+}
+
+std::vector<AccessLine> AccessLog::matching(const Predicate& match) const {
+    std::vector<AccessLine> found;
+    for (const auto& raw : cursor_.new_lines()) {
+        auto line = parse_access_line(raw);
+        if (line && match(*line))
+            found.push_back(*line);
+    }
+    return found;
+}
+
+std::optional<AccessLine> AccessLog::wait_for(const Predicate& match, Millis timeout) {
+    auto found = std::vector<AccessLine>();
+    Deadline deadline(timeout);
+    for (;;) {
+        found = matching(match);
+        if (!found.empty())
+            return found.front();
+        if (deadline.expired())
+            return std::nullopt;
+        std::this_thread::sleep_for(kPollInterval);
+    }
+}
+
+std::optional<AccessLine> AccessLog::wait_for(const std::string& url_part, Millis timeout) {
+    return wait_for([&](const AccessLine& l) { return l.url.find(url_part) != std::string::npos; },
+                    timeout);
+}
+
+std::vector<AccessLine> AccessLog::wait_for_count(const std::string& url_part, size_t count,
+                                                  Millis timeout) {
+    auto has_part = [&](const AccessLine& l) { return l.url.find(url_part) != std::string::npos; };
+    Deadline deadline(timeout);
+    for (;;) {
+        auto found = matching(has_part);
+        if (found.size() >= count || deadline.expired())
+            return found;
+        std::this_thread::sleep_for(kPollInterval);
+    }
+}
+
+void ErrorLogWatch::start(const std::string& path) {
+    cursor_.start(path);
+    expected_.clear();
+}
+
+void ErrorLogWatch::start_at(const std::string& path, off_t offset) {
+    cursor_.start_at(path, offset);
+    expected_.clear();
+}
+
+void ErrorLogWatch::expect(const std::string& pattern) {
+    expected_.emplace_back(pattern);
+}
+
+std::vector<std::string> ErrorLogWatch::problems(off_t* checked_to) const {
+    static const std::regex bad(R"(:(error|warn|crit|alert|emerg)\]|exit signal)");
+    // Start-up warnings about the machine, not about the code under test:
+    // Debian's mod_ssl built against a newer OpenSSL than the installed one.
+    static const std::regex machine_noise(
+        R"(AH01882: Init: this version of mod_ssl was compiled against a newer)");
+    std::vector<std::string> out;
+    for (const auto& line : cursor_.new_lines(checked_to)) {
+        if (!std::regex_search(line, bad))
+            continue;
+        bool allowed = std::regex_search(line, machine_noise);
+        for (const auto& e : expected_)
+            allowed = allowed || std::regex_search(line, e);
+        if (!allowed)
+            out.push_back(line);
+    }
+    return out;
+}
+
+// ------------------------------------------------------------------ commands
+
+CommandResult run_command(const std::vector<std::string>& argv, Millis timeout) {
+    CommandResult result;
+    int out[2];
+    if (argv.empty() || ::pipe2(out, O_CLOEXEC) != 0)
+        return result;
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        ::setpgid(0, 0);
+        ::dup2(out[1], 1);
+        ::dup2(out[1], 2);
+        int devnull = ::open("/dev/null", O_RDONLY);
+        ::dup2(devnull, 0);
+        std::vector<char*> args;
+        for (const auto& a : argv)
+            args.push_back(const_cast<char*>(a.c_str()));
+        args.push_back(nullptr);
+        ::execvp(args[0], args.data());
+        _exit(127);
+    }
+    ::close(out[1]);
+    Deadline deadline(timeout);
+    for (;;) {
+        pollfd p{out[0], POLLIN, 0};
+        if (::poll(&p, 1, deadline.remaining_ms()) <= 0) {
+            result.timed_out = deadline.expired();
+            if (result.timed_out)
+                break;
+            continue;
+        }
+        char buf[4096];
+        ssize_t n = ::read(out[0], buf, sizeof(buf));
+        if (n <= 0)
+            break;
+        result.output.append(buf, static_cast<size_t>(n));
+    }
+    ::close(out[0]);
+    if (result.timed_out)
+        ::kill(-pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (WIFEXITED(status))
+        result.exit_code = WEXITSTATUS(status);
+    return result;
+}
+
+// --------------------------------------------------------------------- httpd
+
+Httpd::Httpd(HttpdOptions options) : options_(std::move(options)) {
+    if (std::getenv("AG_TEST_STOCK"))
+        options_.load_abortguard = false;
+    run_dir_ = std::string(AG_TEST_WORKDIR) + "/" + options_.name;
+}
+
+Httpd::~Httpd() {
+    if (running())
+        stop();
+}
+
+std::string Httpd::config_text() const {
+    const std::string run = run_dir_;
+    const std::string sys = AG_SYS_MODULES_DIR;
+    const bool ag = options_.load_abortguard;
+    // Directives of mod_abortguard, left out when testing stock httpd.
+    auto agd = [ag](const std::string& d) { return ag ? "  " + d + "\n" : ""; };
+    std::ostringstream c;
+    c << "# Generated by tests/integration/harness.cc; rewritten on each run.\n"
+      << "ServerRoot \"" << run << "\"\n"
+      << "ServerName localhost\n"
+      << "PidFile \"" << run << "/httpd.pid\"\n"
+      << "DefaultRuntimeDir \"" << run << "\"\n"
+      << "Listen 127.0.0.1:" << port_ << "\n";
+    if (options_.tls)
+        c << "Listen 127.0.0.1:" << tls_port_ << "\n";
+    // A system module, unless the httpd binary has it built in.
+    auto load = [&sys](const std::string& name) {
+        return "<IfModule !" + name + "_module>\n  LoadModule " + name + "_module " + sys +
+               "/mod_" + name + ".so\n</IfModule>\n";
+    };
+    c << load("mpm_" + options_.mpm) << load("authz_core") << load("log_config") << load("mime");
+    if (options_.tls)
+        c << load("socache_shmcb") << load("ssl");
+    if (options_.h2)
+        c << load("http2");
+    if (ag)
+        c << "LoadModule abortguard_module " << AG_MODULE_SO << "\n";
+    c << "LoadModule abortguard_test_module " << AG_TEST_MODULE_SO << "\n";
+    if (running_as_root())
+        c << "User www-data\nGroup www-data\n";
+    c << "TypesConfig /dev/null\n"
+      << "Timeout 10\nKeepAlive On\nKeepAliveTimeout 5\n"
+      << "# Small numbers for a 2-core machine.\n"
+      << "<IfModule mpm_prefork_module>\n"
+      << "  StartServers 2\n  MinSpareServers 2\n  MaxSpareServers 4\n"
+      << "  ServerLimit 16\n  MaxRequestWorkers 16\n"
+      << "</IfModule>\n"
+      << "<IfModule !mpm_prefork_module>\n"
+      << "  StartServers 1\n  ServerLimit 2\n  ThreadLimit 8\n"
+      << "  ThreadsPerChild 8\n  MinSpareThreads 4\n  MaxSpareThreads 16\n"
+      << "  MaxRequestWorkers 16\n"
+      << "</IfModule>\n"
+      << "ErrorLog \"" << run << "/error.log\"\n"
+      << "LogLevel info" << (ag ? " abortguard:debug" : "") << "\n"
+      << "LogFormat \"%>s %{ABORTGUARD_ABORTED}e %{ABORTGUARD_REASON}e "
+         "%{AGT_START_US}e %{AGT_NOTICED_US}e %{AGT_END_US}e %D %H %U%q\" "
+         "agtest\n"
+      << "CustomLog \"" << run << "/access.log\" agtest\n"
+      << "DocumentRoot \"" << run << "/htdocs\"\n"
+      << "<Directory />\n  AllowOverride None\n  Require all granted\n"
+      << "</Directory>\n";
+    if (ag && options_.abortguard_on)
+        c << "AbortGuard On\n";
+    if (options_.h2)
+        c << "Protocols h2c http/1.1\n";
+    // /ready is the readiness probe: never monitored.
+    c << "<Location /ready>\n  SetHandler abortguard-test\n"
+      << agd("AbortGuard Off") << "</Location>\n"
+      << "<Location /slow>\n  SetHandler abortguard-test\n</Location>\n"
+      << "<Location /slow-ignore>\n  SetHandler abortguard-test\n"
+      << agd("AbortGuardHalfClose ignore") << "</Location>\n"
+      << "<Location /nomark>\n  SetHandler abortguard-test\n"
+      << agd("AbortGuardMarkConnection Off") << "</Location>\n"
+      << "<Location /off>\n  SetHandler abortguard-test\n"
+      << agd("AbortGuard Off") << "</Location>\n"
+      << "<Location /upload>\n  SetHandler abortguard-test-upload\n"
+      << "</Location>\n";
+    if (options_.tls) {
+        c << "SSLSessionCache \"shmcb:" << run << "/ssl_scache(512000)\"\n"
+          << "<VirtualHost 127.0.0.1:" << tls_port_ << ">\n"
+          << "  SSLEngine on\n"
+          << "  SSLCertificateFile \"" << run << "/cert.pem\"\n"
+          << "  SSLCertificateKeyFile \"" << run << "/key.pem\"\n"
+          << (options_.h2 ? "  Protocols http/1.1\n" : "") << "</VirtualHost>\n";
+    }
+    c << replace_all(options_.extra_config, "@RUNDIR@", run) << "\n";
+    return c.str();
+}
+
+testing::AssertionResult Httpd::write_files() {
+    std::error_code ec;
+    fs::remove_all(run_dir_, ec);
+    fs::create_directories(run_dir_ + "/htdocs", ec);
+    if (ec) {
+        return testing::AssertionFailure() << "cannot create " << run_dir_ << ": " << ec.message();
+    }
+    ::chmod(run_dir_.c_str(), 0755);
+    ::chmod((run_dir_ + "/htdocs").c_str(), 0755);
+    if (running_as_root()) {
+        std::string blocked = unreachable_ancestor(run_dir_);
+        if (!blocked.empty()) {
+            return testing::AssertionFailure()
+                   << blocked << " is not searchable by www-data (httpd's User); "
+                   << "put AG_TEST_WORKDIR below world-searchable directories";
+        }
+    }
+    for (const auto& [rel, content] : options_.files) {
+        fs::path p = fs::path(run_dir_) / rel;
+        fs::create_directories(p.parent_path(), ec);
+        ::chmod(p.parent_path().c_str(), 0755);
+        if (!write_file(p.string(), content)) {
+            return testing::AssertionFailure() << "cannot write " << p;
+        }
+        ::chmod(p.c_str(), 0644);  // readable by httpd's User whatever the umask
+    }
+    if (options_.tls) {
+        // Self-signed, not a CA (mod_ssl warns about CA certificates), with the
+        // names we connect to so mod_ssl does not warn about a mismatch either.
+        CommandResult r = run_command(
+            {"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+             "-days", "2", "-keyout", run_dir_ + "/key.pem", "-out", run_dir_ + "/cert.pem",
+             "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-addext",
+             "basicConstraints=critical,CA:FALSE"},
+            Millis(30000));
+        if (r.exit_code != 0) {
+            return testing::AssertionFailure() << "openssl failed:\n" << r.output;
+        }
+    }
+    return testing::AssertionSuccess();
+}
+
+testing::AssertionResult Httpd::prepare() {
+    port_ = pick_free_port();
+    tls_port_ = options_.tls ? pick_free_port() : 0;
+    auto files = write_files();
+    if (!files)
+        return files;
+    if (!write_file(conf_path(), config_text())) {
+        return testing::AssertionFailure() << "cannot write " << conf_path();
+    }
+    return testing::AssertionSuccess();
+}
+
+CommandResult Httpd::check_syntax() const {
+    return run_command({AG_HTTPD_BIN, "-t", "-f", conf_path()}, Millis(20000));
+}
+
+bool Httpd::answers() const {
+    RawClient probe;
+    if (!probe.connect(port_, Millis(500)))
+        return false;
+    if (!probe.send(http_get("/ready?ms=0", "Connection: close\r\n"), Millis(1000))) {
+        return false;
+    }
+    auto response = probe.read_response(Millis(2000));
+    return response && response->status == 200 && response->body == "done\n";
+}
+
+bool Httpd::reap(Millis timeout) {
+    Deadline deadline(timeout);
+    for (;;) {
+        pid_t r = ::waitpid(pid_, nullptr, WNOHANG);
+        if (r == pid_ || (r < 0 && errno == ECHILD))
+            return true;
+        if (deadline.expired())
+            return false;
+        std::this_thread::sleep_for(kPollInterval);
+    }
+}
+
+Httpd::Launch Httpd::launch(std::string* why) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+        // Own process group, so stop() can kill children left behind; and if
+        // the test binary dies, httpd gets SIGTERM instead of living on.
+        ::setpgid(0, 0);
+        ::prctl(PR_SET_PDEATHSIG, SIGTERM);
+        int fd = ::open((run_dir_ + "/stdout.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+        ::execl(AG_HTTPD_BIN, AG_HTTPD_BIN, "-f", conf_path().c_str(), "-DFOREGROUND",
+                static_cast<char*>(nullptr));
+        _exit(127);
+    }
+    if (pid < 0) {
+        *why = "fork failed";
+        return Launch::kFailed;
+    }
+    ::setpgid(pid, pid);
+    pid_ = pid;
+    Deadline deadline(kStartTimeout);
+    while (!deadline.expired()) {
+        if (::waitpid(pid_, nullptr, WNOHANG) == pid_) {
+            pid_ = -1;
+            std::string logs = read_file(stdout_path()) + read_file(error_log_path());
+            *why = "httpd exited during start-up:\n" + logs;
+            bool bind = logs.find("could not bind") != std::string::npos ||
+                        logs.find("Address already in use") != std::string::npos;
+            return bind ? Launch::kBindFailed : Launch::kFailed;
+        }
+        if (answers())
+            return Launch::kReady;
+        std::this_thread::sleep_for(kPollInterval);
+    }
+    stop();
+    *why = "httpd did not answer within 10 s:\n" + read_file(stdout_path()) +
+           read_file(error_log_path());
+    return Launch::kFailed;
+}
+
+testing::AssertionResult Httpd::start() {
+    std::string why;
+    for (int attempt = 0; attempt < kStartAttempts; ++attempt) {
+        auto prepared = prepare();
+        if (!prepared)
+            return prepared;
+        tail_watch_.start(error_log_path());  // empty file: watch from its start
+        switch (launch(&why)) {
+            case Launch::kReady:
+                return testing::AssertionSuccess();
+            case Launch::kBindFailed:
+                continue;  // the port was taken meanwhile; try new ones
+            case Launch::kFailed:
+                return testing::AssertionFailure() << options_.name << ": " << why;
+        }
+    }
+    return testing::AssertionFailure() << options_.name << ": no free port after " << kStartAttempts
+                                       << " attempts; last: " << why;
+}
+
+testing::AssertionResult Httpd::stop() {
+    if (pid_ <= 0)
+        return testing::AssertionSuccess();
+    std::string trouble;
+    pid_t group = pid_;
+    ::kill(pid_, SIGTERM);
+    if (!reap(kStopTimeout)) {
+        trouble += "httpd ignored SIGTERM for 10 s; killed. ";
+        ::kill(-group, SIGKILL);
+        reap(Millis(5000));
+    }
+    pid_ = -1;
+    // Children must be gone too (the process group is empty).
+    Deadline deadline(Millis(5000));
+    while (::kill(-group, 0) == 0 && !deadline.expired()) {
+        std::this_thread::sleep_for(kPollInterval);
+    }
+    if (::kill(-group, 0) == 0) {
+        trouble += "httpd children outlived the parent; killed. ";
+        ::kill(-group, SIGKILL);
+    }
+    auto problems = unchecked_problems();
+    if (!problems.empty()) {
+        trouble += "error log problems at shutdown:\n" + join_lines(problems);
+    }
+    if (trouble.empty())
+        return testing::AssertionSuccess();
+    return testing::AssertionFailure() << options_.name << ": " << trouble;
+}
+
+std::vector<std::string> Httpd::unchecked_problems() {
+    off_t checked_to = 0;
+    for (const auto& pattern : options_.tolerated_log_lines)
+        tail_watch_.expect(pattern);
+    auto problems = tail_watch_.problems(&checked_to);
+    mark_checked(checked_to);
+    return problems;
+}
+
+// ---------------------------------------------------------------------- pool
+
+Httpd* HttpdPool::get(const std::string& mpm) {
+    auto it = servers_.find(mpm);
+    if (it != servers_.end()) {
+        if (!it->second)
+            ADD_FAILURE() << "httpd (" << mpm << ") failed earlier";
+        return it->second.get();
+    }
+    auto httpd = std::make_unique<Httpd>(factory_(mpm));
+    auto started = httpd->start();
+    if (!started) {
+        ADD_FAILURE() << started.message();
+        httpd.reset();
+    }
+    return (servers_[mpm] = std::move(httpd)).get();
+}
+
+void HttpdPool::stop_all() {
+    for (auto& [mpm, httpd] : servers_) {
+        if (!httpd)
+            continue;
+        auto stopped = httpd->stop();
+        if (!stopped)
+            ADD_FAILURE() << stopped.message();
+    }
+    servers_.clear();
+}
+
+std::vector<std::string> all_mpms() {
+    return {"event", "worker", "prefork"};
+}
+
+std::string mpm_param_name(const testing::TestParamInfo<std::string>& info) {
+    return info.param;
+}
+
+// ------------------------------------------------------------------- fixture
+
+void HttpdTest::SetUp() {
+    httpd_ = pool().get(mpm());
+    ASSERT_NE(httpd_, nullptr) << "no httpd for mpm " << mpm();
+    // Problems since the previous test's check (or since start-up).
+    auto earlier = httpd_->unchecked_problems();
+    EXPECT_TRUE(earlier.empty()) << "error log problems before this test began:\n"
+                                 << join_lines(earlier);
+    access_.start(httpd_->access_log_path());
+    errors_.start(httpd_->error_log_path());
+    for (const auto& pattern : httpd_->options().tolerated_log_lines)
+        errors_.expect(pattern);
+}
+
+void HttpdTest::TearDown() {
+    if (!httpd_)
+        return;
+    off_t checked_to = 0;
+    auto problems = errors_.problems(&checked_to);
+    EXPECT_TRUE(problems.empty()) << "unexpected error log lines:\n" << join_lines(problems);
+    // What this test checked (with its expectations) is not checked again;
+    // anything later is checked before the next test or at shutdown.
+    httpd_->mark_checked(checked_to);
+}
+
+RawClient HttpdTest::connect() {
+    RawClient client;
+    EXPECT_TRUE(client.connect(httpd_->port())) << "cannot connect to 127.0.0.1:" << httpd_->port();
+    return client;
+}
+
+std::string HttpdTest::base_url() const {
+    return "http://127.0.0.1:" + std::to_string(httpd_->port());
+}
+
+std::string HttpdTest::tls_base_url() const {
+    return "https://127.0.0.1:" + std::to_string(httpd_->tls_port());
+}
+
+}  // namespace agtest

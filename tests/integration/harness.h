@@ -1,0 +1,212 @@
+// Integration test harness: runs a real httpd (Debian's apache2 binary) from
+// a config generated into AG_TEST_WORKDIR, on a free loopback port, with the
+// freshly built mod_abortguard and the test-only handler module loaded.
+//
+// Readiness and log events are awaited by polling with deadlines; the error
+// log is checked after every test; httpd is always stopped (SIGTERM, bounded
+// wait, then SIGKILL of its process group).
+//
+// Build-time macros (string literals, set by Makefile.am): AG_HTTPD_BIN,
+// AG_SYS_MODULES_DIR, AG_MODULE_SO, AG_TEST_MODULE_SO, AG_TEST_WORKDIR.
+// Environment: AG_TEST_STOCK=1 leaves mod_abortguard and its directives out
+// (stock httpd; checks the harness itself, the detection tests then fail).
+#pragma once
+
+#include <sys/types.h>
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <regex>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "raw_client.h"
+
+namespace agtest {
+
+// A token unique within this test run ("agt17z"); tests append "&t=<tag>" to
+// a URL to find exactly their own access-log line.
+std::string make_tag();
+
+// One line of the access log, format (see Httpd::write_config):
+// %>s ABORTED REASON START_US NOTICED_US END_US %D %H %U%q
+struct AccessLine {
+    std::string raw;
+    int status = 0;
+    std::string aborted;                                  // "1" or "-"
+    std::string reason;                                   // "fin", "rst", "write" or "-"
+    std::optional<int64_t> start_us, noticed_us, end_us;  // handler's clock
+    int64_t duration_us = 0;                              // %D
+    std::string protocol;                                 // %H
+    std::string url;                                      // %U%q
+    // Handler run time (END - START), when the handler recorded both.
+    std::optional<int64_t> handler_us() const;
+};
+std::optional<AccessLine> parse_access_line(const std::string& line);
+
+// Complete lines appended to a file since a remembered offset.
+class LogCursor {
+  public:
+    void start(const std::string& path);  // remember the current end
+    void start_at(const std::string& path, off_t offset);
+    // `end` (optional) receives the offset just past the last line returned.
+    std::vector<std::string> new_lines(off_t* end = nullptr) const;
+    const std::string& path() const { return path_; }
+
+  private:
+    std::string path_;
+    off_t offset_ = 0;
+};
+
+class AccessLog {
+  public:
+    void start(const std::string& path) { cursor_.start(path); }
+    using Predicate = std::function<bool(const AccessLine&)>;
+    // Polls the new lines until one matches or the timeout passes.
+    std::optional<AccessLine> wait_for(const Predicate& match, Millis timeout);
+    std::optional<AccessLine> wait_for(const std::string& url_part, Millis timeout);
+    // Waits until `count` lines contain url_part; returns what it found.
+    std::vector<AccessLine> wait_for_count(const std::string& url_part, size_t count,
+                                           Millis timeout);
+
+  private:
+    std::vector<AccessLine> matching(const Predicate& match) const;
+    LogCursor cursor_;
+};
+
+// Error-log lines that fail a test: [*:error], [*:warn], [*:crit],
+// [*:alert], [*:emerg] and children that died of a signal.
+class ErrorLogWatch {
+  public:
+    void start(const std::string& path);
+    void start_at(const std::string& path, off_t offset);
+    // Lines matching this (ECMAScript) regex are not problems in this test.
+    void expect(const std::string& pattern);
+    std::vector<std::string> new_lines() const { return cursor_.new_lines(); }
+    // `checked_to` (optional) receives the offset up to which it looked.
+    std::vector<std::string> problems(off_t* checked_to = nullptr) const;
+
+  private:
+    LogCursor cursor_;
+    std::vector<std::regex> expected_;
+};
+
+struct CommandResult {
+    int exit_code = -1;  // -1 when killed or not started
+    bool timed_out = false;
+    std::string output;  // stdout and stderr
+};
+// fork/exec argv[0] (PATH search), bounded by timeout, output captured.
+CommandResult run_command(const std::vector<std::string>& argv, Millis timeout);
+
+struct HttpdOptions {
+    std::string name;  // run dir: AG_TEST_WORKDIR/<name>
+    std::string mpm = "event";
+    bool load_abortguard = true;  // false under AG_TEST_STOCK=1
+    bool abortguard_on = true;    // global "AbortGuard On"
+    bool tls = false;             // second listener with mod_ssl
+    bool h2 = false;              // mod_http2, "Protocols h2c http/1.1"
+    // Appended to the config; "@RUNDIR@" is replaced by the run dir.
+    std::string extra_config;
+    // Files to create (path relative to the run dir -> content).
+    std::map<std::string, std::string> files;
+    // Error-log lines (regexes) that are known, harmless and not about the
+    // code under test; tolerated for the whole life of this httpd.
+    std::vector<std::string> tolerated_log_lines;
+};
+
+class Httpd {
+  public:
+    explicit Httpd(HttpdOptions options);
+    ~Httpd();  // stops httpd if it runs
+    Httpd(const Httpd&) = delete;
+    Httpd& operator=(const Httpd&) = delete;
+
+    // Writes the config, starts httpd and waits until it answers (10 s).
+    // Retries with new ports when the port was taken meanwhile.
+    testing::AssertionResult start();
+    // SIGTERM, bounded wait, SIGKILL; then checks that nothing is left and
+    // that the error log tail has no problems.
+    testing::AssertionResult stop();
+    // Writes the run dir and config only (for `apache2 -t`).
+    testing::AssertionResult prepare();
+    CommandResult check_syntax() const;  // apache2 -t -f conf
+
+    bool running() const { return pid_ > 0; }
+    int port() const { return port_; }
+    int tls_port() const { return tls_port_; }
+    const HttpdOptions& options() const { return options_; }
+    const std::string& run_dir() const { return run_dir_; }
+    std::string conf_path() const { return run_dir_ + "/httpd.conf"; }
+    std::string error_log_path() const { return run_dir_ + "/error.log"; }
+    std::string access_log_path() const { return run_dir_ + "/access.log"; }
+    std::string stdout_path() const { return run_dir_ + "/stdout.log"; }
+
+    // Problems in the error log since the last call (or since start).
+    std::vector<std::string> unchecked_problems();
+    // A test checked the log up to `offset` itself.
+    void mark_checked(off_t offset) { tail_watch_.start_at(error_log_path(), offset); }
+
+  private:
+    enum class Launch { kReady, kBindFailed, kFailed };
+    testing::AssertionResult write_files();
+    std::string config_text() const;
+    Launch launch(std::string* why);
+    bool answers() const;
+    bool reap(Millis timeout);
+
+    HttpdOptions options_;
+    std::string run_dir_;
+    int port_ = 0;
+    int tls_port_ = 0;
+    pid_t pid_ = -1;
+    ErrorLogWatch tail_watch_;  // problems not yet attributed to a test
+};
+
+// One running httpd per MPM for a test suite, started on first use.
+class HttpdPool {
+  public:
+    using Factory = std::function<HttpdOptions(const std::string& mpm)>;
+    explicit HttpdPool(Factory factory) : factory_(std::move(factory)) {}
+    ~HttpdPool() { stop_all(); }
+    // nullptr (with a gtest failure recorded) if it does not come up.
+    Httpd* get(const std::string& mpm);
+    void stop_all();
+
+  private:
+    Factory factory_;
+    std::map<std::string, std::unique_ptr<Httpd>> servers_;
+};
+
+// The MPMs every scenario runs under.
+std::vector<std::string> all_mpms();
+std::string mpm_param_name(const testing::TestParamInfo<std::string>& info);
+
+// Fixture for tests against a pooled httpd; the parameter is the MPM name.
+// TearDown fails the test on unexpected error-log lines.
+class HttpdTest : public testing::TestWithParam<std::string> {
+  protected:
+    void SetUp() override;
+    void TearDown() override;
+    virtual HttpdPool& pool() = 0;
+
+    Httpd& httpd() { return *httpd_; }
+    AccessLog& access() { return access_; }
+    ErrorLogWatch& errors() { return errors_; }
+    const std::string& mpm() const { return GetParam(); }
+    // A client connected to the plain HTTP port (test fails if it can't).
+    RawClient connect();
+    std::string base_url() const;      // http://127.0.0.1:port
+    std::string tls_base_url() const;  // https://127.0.0.1:tls_port
+
+  private:
+    Httpd* httpd_ = nullptr;
+    AccessLog access_;
+    ErrorLogWatch errors_;
+};
+
+}  // namespace agtest

@@ -1,0 +1,166 @@
+/*
+ * mod_abortguard_test: test-only handlers for the integration tests.
+ * Never installed.
+ *
+ * It simulates a handler of the mod_perl era: it knows nothing of
+ * mod_abortguard and learns of a client abort only by polling
+ * r->connection->aborted. It records, on CLOCK_MONOTONIC in microseconds
+ * (the clock the test client uses too), when it started, when it noticed the
+ * abort and when it ended, in r->subprocess_env so the access log can carry
+ * them (%{AGT_START_US}e, %{AGT_NOTICED_US}e, %{AGT_END_US}e).
+ *
+ * Handlers:
+ *   abortguard-test         query: ms=N (run time, default 5000),
+ *                           flush=1 (send "started\n" at once, default 0),
+ *                           poll=1 (check c->aborted every ms, default 1),
+ *                           bytes=N (body bytes written at the end).
+ *                           Ends with "done\n" unless the abort was noticed.
+ *   abortguard-test-upload  reads the whole request body, optional
+ *                           delay_ms=N between reads, answers "received N\n".
+ */
+#include <string.h>
+#include <time.h>
+
+/* httpd.h first: the other httpd headers depend on it. */
+#include "httpd.h"
+
+#include "apr_strings.h"
+#include "http_config.h"
+#include "http_protocol.h"
+#include "http_request.h"
+#include "util_script.h"
+
+module AP_MODULE_DECLARE_DATA abortguard_test_module;
+
+static apr_int64_t monotonic_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (apr_int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static apr_int64_t arg_int(apr_table_t* args, const char* name, apr_int64_t dflt) {
+    const char* value = apr_table_get(args, name);
+    return value ? apr_atoi64(value) : dflt;
+}
+
+static void note_us(request_rec* r, const char* name, apr_int64_t us) {
+    apr_table_setn(r->subprocess_env, name, apr_psprintf(r->pool, "%" APR_INT64_T_FMT, us));
+}
+
+/* Sleeps in 1 ms steps until end_us; with poll, stops as soon as
+ * c->aborted is set. Returns the time it noticed the abort, or 0. */
+static apr_int64_t compute_until(request_rec* r, apr_int64_t end_us, int poll) {
+    for (;;) {
+        if (poll && r->connection->aborted) {
+            return monotonic_us();
+        }
+        if (monotonic_us() >= end_us) {
+            return 0;
+        }
+        apr_sleep(1000);
+    }
+}
+
+/* Writes `bytes` filler bytes; stops when a write fails or, with poll,
+ * when c->aborted is set. Returns the time it noticed the abort, or 0. */
+static apr_int64_t write_filler(request_rec* r, apr_int64_t bytes, int poll) {
+    char block[8192];
+
+    memset(block, 'x', sizeof(block));
+    while (bytes > 0) {
+        int n = bytes < (apr_int64_t)sizeof(block) ? (int)bytes : (int)sizeof(block);
+        if (poll && r->connection->aborted) {
+            return monotonic_us();
+        }
+        if (ap_rwrite(block, n, r) < 0) {
+            /* A failed write is an abort even for a handler that does not
+             * poll; it must stop writing either way. */
+            return poll ? monotonic_us() : 0;
+        }
+        bytes -= n;
+    }
+    return 0;
+}
+
+static int slow_handler(request_rec* r) {
+    apr_table_t* args;
+    apr_int64_t start_us, noticed_us;
+    int flush, poll;
+
+    if (!r->handler || strcmp(r->handler, "abortguard-test") != 0) {
+        return DECLINED;
+    }
+    start_us = monotonic_us();
+    note_us(r, "AGT_START_US", start_us);
+    ap_args_to_table(r, &args);
+    flush = arg_int(args, "flush", 0) != 0;
+    poll = arg_int(args, "poll", 1) != 0;
+
+    ap_set_content_type(r, "text/plain");
+    if (flush) {
+        /* Status, headers and a first line reach the client at once, so it
+         * knows the handler runs before it closes. */
+        ap_rputs("started\n", r);
+        ap_rflush(r);
+    }
+    noticed_us = compute_until(r, start_us + arg_int(args, "ms", 5000) * 1000, poll);
+    if (!noticed_us) {
+        noticed_us = write_filler(r, arg_int(args, "bytes", 0), poll);
+    }
+    if (noticed_us) {
+        note_us(r, "AGT_NOTICED_US", noticed_us);
+    } else {
+        ap_rputs("done\n", r);
+    }
+    note_us(r, "AGT_END_US", monotonic_us());
+    return OK;
+}
+
+static int upload_handler(request_rec* r) {
+    apr_table_t* args;
+    apr_int64_t delay_ms;
+    apr_off_t total = 0;
+    char buf[16384];
+    long n;
+    int rv;
+
+    if (!r->handler || strcmp(r->handler, "abortguard-test-upload") != 0) {
+        return DECLINED;
+    }
+    ap_args_to_table(r, &args);
+    delay_ms = arg_int(args, "delay_ms", 0);
+    rv = ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK);
+    if (rv != OK) {
+        return rv;
+    }
+    /* ap_should_client_block sends "100 Continue" when the client asked. */
+    if (ap_should_client_block(r)) {
+        while ((n = ap_get_client_block(r, buf, sizeof(buf))) > 0) {
+            total += n;
+            if (delay_ms > 0) {
+                apr_sleep(apr_time_from_msec(delay_ms));
+            }
+        }
+        if (n < 0) {
+            return HTTP_BAD_REQUEST;
+        }
+    }
+    ap_set_content_type(r, "text/plain");
+    ap_rprintf(r, "received %" APR_OFF_T_FMT "\n", total);
+    return OK;
+}
+
+static void register_hooks(apr_pool_t* p) {
+    (void)p;
+    ap_hook_handler(slow_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(upload_handler, NULL, NULL, APR_HOOK_MIDDLE);
+}
+
+module AP_MODULE_DECLARE_DATA abortguard_test_module = {STANDARD20_MODULE_STUFF,
+                                                        NULL, /* create per-dir config */
+                                                        NULL, /* merge per-dir config */
+                                                        NULL, /* create per-server config */
+                                                        NULL, /* merge per-server config */
+                                                        NULL, /* command table */
+                                                        register_hooks,
+                                                        AP_MODULE_FLAG_NONE};
