@@ -46,13 +46,13 @@ int handle(abortguard::Request& req) {
     const std::string id = query_arg(r, "id", "0");
     const auto budget = std::chrono::milliseconds(std::stoi(query_arg(r, "ms", "1000")));
 
+    if (query_arg(r, "throw", "0") == "1")
+        throw std::runtime_error("handler failed on purpose");
     req.on_cleanup([r, id](bool) { log_notice(r, "rolled back", id); }, abortguard::When::kOnAbort);
     req.on_cleanup([r, id](bool) { log_notice(r, "committed", id); }, abortguard::When::kOnSuccess);
     if (query_arg(r, "cleanup_throws", "0") == "1") {
         req.on_cleanup([](bool) { throw std::runtime_error("cleanup failed on purpose"); });
     }
-    if (query_arg(r, "throw", "0") == "1")
-        throw std::runtime_error("handler failed on purpose");
 
     const auto deadline = std::chrono::steady_clock::now() + budget;
     while (std::chrono::steady_clock::now() < deadline) {
