@@ -10,8 +10,11 @@
 #include <new>
 
 #include "clock.h"
+#include "duration.h"
 #include "log.h"
 #include "monitor.h"
+#include "probe.h"
+#include "registry.h"
 #include "token.h"
 
 using abortguard::Monitor;
@@ -23,6 +26,9 @@ struct ag_monitor {
 };
 struct ag_token {
     Token impl;
+};
+struct ag_registry {
+    abortguard::CleanupRegistry impl;
 };
 
 namespace {
@@ -128,6 +134,51 @@ int ag_token_abort(ag_token* t, ag_reason_e reason) {
 
 int ag_token_wait(const ag_token* t, int64_t timeout_ns) {
     return t->impl.wait_until(abortguard::mono_ns() + timeout_ns) ? 1 : 0;
+}
+
+int ag_token_on_abort(ag_token* t, ag_abort_fn* fn, void* arg) {
+    try {
+        auto cb = [fn, arg](Reason r) { fn(arg, static_cast<int>(r)); };
+        return t->impl.on_abort(cb) ? 0 : ENOMEM;
+    } catch (...) {
+        return ENOMEM;
+    }
+}
+
+ag_registry* ag_registry_create(void) {
+    return new (std::nothrow) ag_registry;
+}
+
+void ag_registry_destroy(ag_registry* reg) {
+    delete reg;
+}
+
+int ag_registry_add(ag_registry* reg, ag_cleanup_fn* fn, void* arg, int when,
+                    const void* identity) {
+    if (fn == nullptr || when < AG_WHEN_ON_ABORT || when > AG_WHEN_ALWAYS)
+        return EINVAL;
+    try {
+        auto call = [fn, arg](bool aborted) { fn(arg, aborted ? 1 : 0); };
+        if (reg->impl.add(call, static_cast<abortguard::When>(when), identity))
+            return 0;
+        return reg->impl.closed() ? ECANCELED : ENOMEM;
+    } catch (...) {
+        return ENOMEM;
+    }
+}
+
+void ag_registry_run(ag_registry* reg, int aborted, int64_t slow_ns, ag_registry_summary* out) {
+    const auto sum = reg->impl.run(aborted != 0, slow_ns);
+    if (out != nullptr)
+        *out = {sum.run, sum.failed, sum.slow, sum.total_ns, sum.slowest_ns};
+}
+
+int ag_probe_socket(int fd, int ignore_half_close) {
+    return static_cast<int>(abortguard::probe_socket(fd, ignore_half_close != 0));
+}
+
+int ag_parse_duration(const char* text, int64_t* ns) {
+    return abortguard::parse_duration(text, ns) ? 1 : 0;
 }
 
 }  // extern "C"

@@ -40,6 +40,7 @@ typedef enum {
 
 typedef struct ag_monitor ag_monitor;
 typedef struct ag_token ag_token;
+typedef struct ag_registry ag_registry;
 typedef uint64_t ag_watch_id;
 
 #define AG_WATCH_IGNORE_HALF_CLOSE 1u
@@ -47,6 +48,20 @@ typedef uint64_t ag_watch_id;
 typedef void ag_log_sink_fn(ag_log_level_e level, const char* message, void* ctx);
 /* reason: an ag_reason_e value */
 typedef void ag_abort_fn(void* arg, int reason);
+typedef void ag_cleanup_fn(void* arg, int aborted);
+
+/* Mirrors abortguard::When; equal to the public ABORTGUARD_ON_* values. */
+#define AG_WHEN_ON_ABORT 1
+#define AG_WHEN_ON_SUCCESS 2
+#define AG_WHEN_ALWAYS 3
+
+typedef struct {
+    int run;    /* cleanups called */
+    int failed; /* ... that threw */
+    int slow;   /* ... slower than the threshold */
+    int64_t total_ns;
+    int64_t slowest_ns;
+} ag_registry_summary;
 
 /* Installs the core's log sink; before any other thread runs. */
 void ag_log_set_sink(ag_log_sink_fn* sink, void* ctx, ag_log_level_e max_level);
@@ -83,6 +98,25 @@ int64_t ag_token_aborted_at_ns(const ag_token* t);
 int ag_token_abort(ag_token* t, ag_reason_e reason);
 /* Blocks until aborted or timeout_ns passed; returns ag_token_aborted(). */
 int ag_token_wait(const ag_token* t, int64_t timeout_ns);
+/* Calls fn(arg, reason) once when the token is aborted, on the aborting
+ * thread, or at once if it already is. Returns 0 or ENOMEM. */
+int ag_token_on_abort(ag_token* t, ag_abort_fn* fn, void* arg);
+
+/* Cleanups (registry.h). NULL when out of memory. */
+ag_registry* ag_registry_create(void);
+void ag_registry_destroy(ag_registry* reg);
+/* `identity` (usually the user's function) names it in log lines.
+ * Returns 0, EINVAL for a bad `when`, ECANCELED once run, or ENOMEM. */
+int ag_registry_add(ag_registry* reg, ag_cleanup_fn* fn, void* arg, int when, const void* identity);
+/* Runs the selected cleanups newest first, once; slow_ns 0: no threshold. */
+void ag_registry_run(ag_registry* reg, int aborted, int64_t slow_ns, ag_registry_summary* out);
+
+/* Non-destructive socket check (probe.h): an ag_reason_e, AG_REASON_NONE
+ * while the peer is there. Never reads, so it is safe on TLS sockets. */
+int ag_probe_socket(int fd, int ignore_half_close);
+
+/* "250ms", "2s", "1m" -> nanoseconds; returns 1 on success, 0 otherwise. */
+int ag_parse_duration(const char* text, int64_t* ns);
 
 #ifdef __cplusplus
 }

@@ -5,7 +5,6 @@
 #include <signal.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 
 #include "clock.h"
 #include "log.h"
+#include "probe.h"
 
 namespace abortguard {
 
@@ -32,31 +32,6 @@ uint32_t key_slot(uint64_t key) {
 }
 uint32_t key_gen(uint64_t key) {
     return static_cast<uint32_t>(key >> 32);
-}
-
-// Why the kernel reported the socket: RST and timeouts come with EPOLLERR and
-// an error code, a FIN alone with EPOLLRDHUP only.
-Reason classify(uint32_t events, int fd) {
-    if (events & EPOLLERR) {
-        int err = 0;
-        socklen_t len = sizeof err;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-            return Reason::kError;
-        switch (err) {
-            case ETIMEDOUT:
-                return Reason::kTimeout;
-            // 0: a reader on the request thread consumed ECONNRESET first.
-            case 0:
-            case ECONNRESET:
-            case EPIPE:
-                return Reason::kRst;
-            default:
-                return Reason::kError;
-        }
-    }
-    if (events & EPOLLRDHUP)
-        return Reason::kFin;
-    return Reason::kRst;  // EPOLLHUP alone: gone in both directions
 }
 
 void sleep_ns(int64_t ns) {
@@ -211,7 +186,7 @@ void Monitor::dispatch(uint64_t key, uint32_t events) noexcept {
         fired = s;
     }
     // kFiring pins the slot: unwatch() waits, so fd, token and arg stay valid.
-    const Reason reason = classify(events, fired.fd);
+    const Reason reason = classify_socket_event(events, fired.fd);
     const bool first = fired.token->abort(reason, mono_ns());
     AG_LOG(kDebug, "AG0101: client socket %d closed (%s, events 0x%x)", fired.fd,
            reason_name(reason), events);

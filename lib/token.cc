@@ -6,8 +6,11 @@
 #include <unistd.h>
 
 #include <climits>
+#include <exception>
+#include <new>
 
 #include "clock.h"
+#include "log.h"
 
 namespace abortguard {
 
@@ -43,7 +46,40 @@ bool Token::abort(Reason reason, int64_t at_ns) noexcept {
     state_.store(kAborted, std::memory_order_seq_cst);
     if (waiters_.load(std::memory_order_seq_cst) != 0)
         futex_wake_all(&state_);
+    std::vector<Pending> callbacks;
+    {
+        std::lock_guard<std::mutex> lock(callbacks_mu_);
+        callbacks.swap(callbacks_);
+        callbacks_taken_ = true;
+    }
+    for (const Pending& p : callbacks)
+        run_callback(p, reason);
     return true;
+}
+
+bool Token::on_abort(Callback cb, const char* label) noexcept {
+    try {
+        std::unique_lock<std::mutex> lock(callbacks_mu_);
+        if (!callbacks_taken_) {
+            callbacks_.push_back(Pending{std::move(cb), label});
+            return true;
+        }
+    } catch (const std::bad_alloc&) {
+        return false;
+    }
+    // abort() has already taken the list (so reason_ is published): run now.
+    run_callback(Pending{std::move(cb), label}, reason());
+    return true;
+}
+
+void Token::run_callback(const Pending& p, Reason reason) noexcept {
+    try {
+        p.cb(reason);
+    } catch (const std::exception& e) {
+        AG_LOG(kError, "AG0105: %s threw: %s", p.label, e.what());
+    } catch (...) {
+        AG_LOG(kError, "AG0105: %s threw a non-standard exception", p.label);
+    }
 }
 
 bool Token::wait_until(int64_t deadline_ns) const noexcept {

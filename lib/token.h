@@ -6,16 +6,20 @@
 // failed write) may race without coordination.
 //
 // Thread contract: every member is safe to call from any thread at any time
-// while the token is alive. aborted() is one acquire load (no syscall), cheap
-// enough for a handler's tight loop. wait_until() blocks the caller on a
-// futex and wakes at once when abort() is called from another thread. The
-// token is owned by the request; the monitor only holds it while a watch is
-// registered, and unwatching is synchronous (see monitor.h).
+// while the token is alive. on_abort() callbacks run on the thread that
+// aborts the token (the monitor thread for socket events), or at once on the
+// caller's thread if the token is already aborted. aborted() is one acquire load (no syscall),
+// cheap enough for a handler's tight loop. wait_until() blocks the caller on a futex and wakes at
+// once when abort() is called from another thread. The token is owned by the request; the monitor
+// only holds it while a watch is registered, and unwatching is synchronous (see monitor.h).
 #ifndef ABORTGUARD_TOKEN_H
 #define ABORTGUARD_TOKEN_H
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
+#include <mutex>
+#include <vector>
 
 #include "reason.h"
 
@@ -23,6 +27,8 @@ namespace abortguard {
 
 class Token {
   public:
+    using Callback = std::function<void(Reason)>;
+
     Token() noexcept = default;
     Token(const Token&) = delete;
     Token& operator=(const Token&) = delete;
@@ -33,9 +39,15 @@ class Token {
     // CLOCK_MONOTONIC nanoseconds of detection; 0 while running.
     int64_t aborted_at_ns() const noexcept { return aborted() ? at_ns_ : 0; }
 
-    // Marks the token aborted. Returns true if this call did it, false if
-    // the token was already aborted (the first reason and time stay).
+    // Marks the token aborted and runs the on_abort callbacks, oldest first.
+    // Returns true if this call did it, false if the token was already
+    // aborted (the first reason and time stay).
     bool abort(Reason reason, int64_t at_ns) noexcept;
+
+    // Runs `cb` exactly once when the token is aborted (never if it is not).
+    // An exception it throws is logged and dropped. Returns false only when
+    // out of memory. `label` names it in that log line.
+    bool on_abort(Callback cb, const char* label = "on_abort callback") noexcept;
 
     // Blocks until the token is aborted or CLOCK_MONOTONIC reaches
     // `deadline_ns`. Returns aborted(). Spurious wake-ups are absorbed.
@@ -51,6 +63,16 @@ class Token {
     mutable std::atomic<uint32_t> waiters_{0};
     Reason reason_ = Reason::kNone;
     int64_t at_ns_ = 0;
+
+    struct Pending {
+        Callback cb;
+        const char* label;
+    };
+    static void run_callback(const Pending& p, Reason reason) noexcept;
+
+    std::mutex callbacks_mu_;
+    std::vector<Pending> callbacks_;  // guarded by callbacks_mu_
+    bool callbacks_taken_ = false;    // guarded by callbacks_mu_
 };
 
 }  // namespace abortguard

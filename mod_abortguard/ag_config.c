@@ -3,9 +3,12 @@
 
 #include "http_log.h"
 
+#include "agcore.h"
 #include "mod_abortguard.h"
 
 APLOG_USE_MODULE(abortguard);
+
+#define AG_DEFAULT_CLEANUP_WARN_NS APR_INT64_C(1000000000)
 
 /* The value of `field` for `conf`, or `dflt` where no scope set it. */
 #define AG_GET(conf, field, dflt) ((conf)->field == AG_UNSET ? (dflt) : (conf)->field)
@@ -19,6 +22,7 @@ void* ag_dir_config_create(apr_pool_t* p, char* dir) {
     conf->enabled = AG_UNSET;
     conf->half_close = AG_UNSET;
     conf->mark_conn = AG_UNSET;
+    conf->cleanup_warn_ns = AG_UNSET;
     return conf;
 }
 
@@ -28,6 +32,7 @@ void* ag_dir_config_merge(apr_pool_t* p, void* basev, void* addv) {
     AG_MERGE(merged, base, add, enabled);
     AG_MERGE(merged, base, add, half_close);
     AG_MERGE(merged, base, add, mark_conn);
+    AG_MERGE(merged, base, add, cleanup_warn_ns);
     return merged;
 }
 
@@ -37,6 +42,14 @@ const ag_dir_config* ag_config_for(const request_rec* r) {
 
 int ag_config_enabled(const ag_dir_config* conf) {
     return AG_GET(conf, enabled, 0);
+}
+
+int ag_config_forbidden(const ag_dir_config* conf) {
+    return conf->enabled == 0;
+}
+
+apr_int64_t ag_config_cleanup_warn_ns(const ag_dir_config* conf) {
+    return AG_GET(conf, cleanup_warn_ns, AG_DEFAULT_CLEANUP_WARN_NS);
 }
 
 int ag_config_ignores_half_close(const ag_dir_config* conf) {
@@ -72,6 +85,17 @@ static const char* set_mark_conn(cmd_parms* cmd, void* dirconf, int flag) {
     return NULL;
 }
 
+static const char* set_cleanup_warn(cmd_parms* cmd, void* dirconf, const char* arg) {
+    int64_t ns;
+    (void)cmd;
+    if (!ag_parse_duration(arg, &ns)) {
+        return "AbortGuardCleanupWarn takes a duration: a whole number with the unit ms, s or m "
+               "(e.g. 500ms, 2s, 1m; 0s turns the warning off)";
+    }
+    ((ag_dir_config*)dirconf)->cleanup_warn_ns = ns;
+    return NULL;
+}
+
 /* httpd itself rejects a FLAG value other than On/Off with
  * "<Directive> must be On or Off". */
 #define AG_SCOPES (RSRC_CONF | ACCESS_CONF | OR_FILEINFO)
@@ -84,4 +108,6 @@ const command_rec ag_directives[] = {
                   "errors do"),
     AP_INIT_FLAG("AbortGuardMarkConnection", set_mark_conn, NULL, AG_SCOPES,
                  "On (default) to set the connection's aborted flag when the client leaves"),
+    AP_INIT_TAKE1("AbortGuardCleanupWarn", set_cleanup_warn, NULL, AG_SCOPES,
+                  "log a cleanup that runs longer than this at warn (default 1s; 0s: never)"),
     {NULL}};

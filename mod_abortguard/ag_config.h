@@ -14,9 +14,10 @@
 typedef enum { AG_HALF_CLOSE_ABORT = 0, AG_HALF_CLOSE_IGNORE = 1 } ag_half_close_e;
 
 typedef struct {
-    int enabled;    /* AbortGuard: 1, 0 or AG_UNSET */
-    int half_close; /* AbortGuardHalfClose: ag_half_close_e or AG_UNSET */
-    int mark_conn;  /* AbortGuardMarkConnection: 1, 0 or AG_UNSET */
+    int enabled;                 /* AbortGuard: 1, 0 or AG_UNSET */
+    int half_close;              /* AbortGuardHalfClose: ag_half_close_e or AG_UNSET */
+    int mark_conn;               /* AbortGuardMarkConnection: 1, 0 or AG_UNSET */
+    apr_int64_t cleanup_warn_ns; /* AbortGuardCleanupWarn, 0: off; or AG_UNSET */
 } ag_dir_config;
 
 extern const command_rec ag_directives[];
@@ -29,6 +30,9 @@ const ag_dir_config* ag_config_for(const request_rec* r);
 
 /* Effective values, defaults applied. */
 int ag_config_enabled(const ag_dir_config* conf);
+/* AbortGuard Off given explicitly: the API must not start monitoring. */
+int ag_config_forbidden(const ag_dir_config* conf);
+apr_int64_t ag_config_cleanup_warn_ns(const ag_dir_config* conf);
 int ag_config_ignores_half_close(const ag_dir_config* conf);
 int ag_config_marks_connection(const ag_dir_config* conf);
 

@@ -6,16 +6,19 @@
 #include "http_protocol.h"
 #include "http_request.h"
 
-#include "ag_config.h"
 #include "mod_abortguard.h"
 
 APLOG_USE_MODULE(abortguard);
 
-typedef struct {
+struct ag_request_ctx {
+    request_rec* owner; /* owns the pool everything below lives in */
+    const ag_dir_config* conf;
     ag_token* token;
-    ag_watch_id watch; /* 0 once the socket is no longer watched */
+    ag_registry* registry; /* NULL until a cleanup is registered */
+    ag_watch_id watch;     /* 0 once the socket is no longer watched */
+    int forbidden;         /* AbortGuard Off: failed writes only */
     int64_t start_ns;
-} ag_request_ctx;
+};
 
 /* Written in child_init before any request thread exists. */
 static ag_monitor* child_monitor;
@@ -39,9 +42,69 @@ static void stop_watching(ag_request_ctx* ctx) {
     }
 }
 
-static apr_status_t release_ctx(void* data) {
+int ag_request_aborted(ag_request_ctx* ctx) {
+    if (ctx->owner->connection->aborted) {
+        ag_token_abort(ctx->token, AG_REASON_WRITE); /* no-op if the monitor was first */
+    }
+    return ag_token_aborted(ctx->token);
+}
+
+ag_token* ag_request_token(ag_request_ctx* ctx) {
+    return ctx->token;
+}
+
+request_rec* ag_request_owner(ag_request_ctx* ctx) {
+    return ctx->owner;
+}
+
+ag_registry* ag_request_registry(ag_request_ctx* ctx) {
+    if (ctx->registry == NULL) {
+        ctx->registry = ag_registry_create();
+    }
+    return ctx->registry;
+}
+
+/* An HTTP/2 stream's socket is a dummy shared by all streams; mod_http2
+ * sets c->aborted itself, which ag_request_aborted() honours. */
+static int client_fd(const ag_request_ctx* ctx, apr_os_sock_t* fd) {
+    conn_rec* c = ctx->owner->connection;
+    return !ctx->forbidden && c->master == NULL &&
+           apr_os_sock_get(fd, ap_get_conn_socket(c)) == APR_SUCCESS;
+}
+
+int ag_request_probe_socket(ag_request_ctx* ctx) {
+    apr_os_sock_t fd;
+    int reason;
+    if (ag_request_aborted(ctx) || !client_fd(ctx, &fd)) {
+        return ag_token_aborted(ctx->token);
+    }
+    reason = ag_probe_socket(fd, ag_config_ignores_half_close(ctx->conf));
+    if (reason != AG_REASON_NONE) {
+        ag_token_abort(ctx->token, reason);
+    }
+    return ag_token_aborted(ctx->token);
+}
+
+static void log_cleanups(const ag_request_ctx* ctx, const ag_registry_summary* sum) {
+    if (sum->run > 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, ctx->owner,
+                      "AG0203: ran %d cleanup(s) in %" APR_INT64_T_FMT " us (%d failed, %d slow)",
+                      sum->run, sum->total_ns / 1000, sum->failed, sum->slow);
+    }
+}
+
+/* A pre-cleanup of the request pool: it runs before the pool's subpools and
+ * ordinary cleanups are gone, so cleanups may still use the request. */
+static apr_status_t end_request(void* data) {
     ag_request_ctx* ctx = data;
     stop_watching(ctx);
+    if (ctx->registry != NULL) {
+        ag_registry_summary sum;
+        ag_registry_run(ctx->registry, ag_request_aborted(ctx),
+                        ag_config_cleanup_warn_ns(ctx->conf), &sum);
+        log_cleanups(ctx, &sum);
+        ag_registry_destroy(ctx->registry);
+    }
     ag_token_destroy(ctx->token);
     return APR_SUCCESS;
 }
@@ -57,56 +120,60 @@ static ag_request_ctx* find_ctx(const request_rec* r) {
     return NULL;
 }
 
-static void watch_socket(request_rec* r, ag_request_ctx* ctx, const ag_dir_config* conf) {
-    conn_rec* c = r->connection;
+static void watch_socket(ag_request_ctx* ctx) {
     apr_os_sock_t fd;
-    unsigned flags = ag_config_ignores_half_close(conf) ? AG_WATCH_IGNORE_HALF_CLOSE : 0;
+    unsigned flags = ag_config_ignores_half_close(ctx->conf) ? AG_WATCH_IGNORE_HALF_CLOSE : 0;
+    conn_rec* c = ctx->owner->connection;
     int rv;
 
-    /* An HTTP/2 stream's socket is a dummy shared by all streams; mod_http2
-     * sets c->aborted itself, which log_transaction honours. */
-    if (c->master != NULL || child_monitor == NULL) {
+    if (child_monitor == NULL || !client_fd(ctx, &fd)) {
         return;
     }
-    if (apr_os_sock_get(&fd, ap_get_conn_socket(c)) != APR_SUCCESS) {
-        return;
-    }
-    rv =
-        ag_monitor_watch(child_monitor, fd, flags, ctx->token,
-                         ag_config_marks_connection(conf) ? mark_connection : NULL, c, &ctx->watch);
+    rv = ag_monitor_watch(child_monitor, fd, flags, ctx->token,
+                          ag_config_marks_connection(ctx->conf) ? mark_connection : NULL, c,
+                          &ctx->watch);
     if (rv != 0) {
         ctx->watch = 0;
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, r,
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, ctx->owner,
                       "AG0202: cannot watch the client socket; abort detection is off for "
                       "this request");
     }
 }
 
-int ag_request_fixups(request_rec* r) {
-    const ag_dir_config* conf;
-    ag_request_ctx* ctx;
-
-    if (r->main != NULL) {
-        return DECLINED; /* a subrequest's client is its main request's */
-    }
-    if ((ctx = find_ctx(r->prev)) != NULL) {
-        /* Internal redirect: the filter, watch and token carry over. */
-        ap_set_module_config(r->request_config, &abortguard_module, ctx);
-        return DECLINED;
-    }
-    conf = ag_config_for(r);
-    if (!ag_config_enabled(conf)) {
-        return DECLINED;
-    }
-    ctx = apr_pcalloc(r->pool, sizeof(*ctx));
+static ag_request_ctx* create_ctx(request_rec* r) {
+    ag_request_ctx* ctx = apr_pcalloc(r->pool, sizeof(*ctx));
+    ctx->owner = r;
+    ctx->conf = ag_config_for(r);
+    ctx->forbidden = ag_config_forbidden(ctx->conf);
     if ((ctx->token = ag_token_create()) == NULL) {
-        return DECLINED;
+        return NULL;
     }
     ctx->start_ns = ag_now_ns();
-    apr_pool_cleanup_register(r->pool, ctx, release_ctx, apr_pool_cleanup_null);
+    apr_pool_pre_cleanup_register(r->pool, ctx, end_request);
     ap_set_module_config(r->request_config, &abortguard_module, ctx);
-    watch_socket(r, ctx, conf);
+    watch_socket(ctx);
     ap_add_output_filter(AG_EOS_FILTER, ctx, r, r->connection);
+    return ctx;
+}
+
+ag_request_ctx* ag_request_ctx_get(request_rec* r, int create) {
+    ag_request_ctx* ctx;
+    while (r->main != NULL) {
+        r = r->main; /* a subrequest's client is its main request's */
+    }
+    if ((ctx = find_ctx(r)) != NULL) {
+        if (r->prev != NULL) { /* remember it on the redirected request */
+            ap_set_module_config(r->request_config, &abortguard_module, ctx);
+        }
+        return ctx;
+    }
+    return create ? create_ctx(r) : NULL;
+}
+
+int ag_request_fixups(request_rec* r) {
+    if (r->main == NULL) {
+        ag_request_ctx_get(r, ag_config_enabled(ag_config_for(r)));
+    }
     return DECLINED;
 }
 
@@ -146,11 +213,7 @@ int ag_request_log_transaction(request_rec* r) {
         return DECLINED;
     }
     stop_watching(ctx);
-    /* A failed write that httpd saw before (or instead of) the monitor. */
-    if (r->connection->aborted) {
-        ag_token_abort(ctx->token, AG_REASON_WRITE);
-    }
-    if (!ag_token_aborted(ctx->token)) {
+    if (!ag_request_aborted(ctx)) {
         return DECLINED;
     }
     reason = ag_reason_name(ag_token_reason(ctx->token));

@@ -1,6 +1,8 @@
-/* The life of one monitored request: watch the client socket from fixups,
+/* The life of one monitored request: watch the client socket (from fixups
+ * when AbortGuard On applies, or on demand when a handler uses the API),
  * stop watching when the response's EOS leaves the handler, publish the
- * outcome in log_transaction, release everything with the request pool.
+ * outcome in log_transaction, run the cleanup registry and release
+ * everything when the request pool goes.
  *
  * Thread contract: every function here runs on the request's own thread,
  * except the abort callback it hands the monitor (monitor thread; it only
@@ -11,13 +13,34 @@
 #include "httpd.h"
 #include "util_filter.h"
 
+#include "ag_config.h"
 #include "agcore.h"
 
 /* The name of the output filter that ends the watch at EOS. */
 #define AG_EOS_FILTER "ABORTGUARD_EOS"
 
+typedef struct ag_request_ctx ag_request_ctx;
+
 /* The child's monitor, or NULL when it could not start (set in child_init). */
 void ag_request_set_monitor(ag_monitor* monitor);
+
+/* The context of the request `r` belongs to (a subrequest's main request,
+ * through internal redirects). With `create`, one is made if missing: it
+ * watches the socket unless AbortGuard Off was given explicitly. NULL when
+ * there is none (or out of memory). */
+ag_request_ctx* ag_request_ctx_get(request_rec* r, int create);
+
+/* Whether the client went away: the monitor's verdict, or a failed write
+ * (c->aborted), which is folded into the token as reason "write". */
+int ag_request_aborted(ag_request_ctx* ctx);
+ag_token* ag_request_token(ag_request_ctx* ctx);
+/* The request the context belongs to (it owns the pool). */
+request_rec* ag_request_owner(ag_request_ctx* ctx);
+/* The registry of cleanups, created on first use; NULL when out of memory. */
+ag_registry* ag_request_registry(ag_request_ctx* ctx);
+/* Synchronous socket check; marks the token on a verdict. No-op (returns
+ * the current state) when monitoring is forbidden or there is no socket. */
+int ag_request_probe_socket(ag_request_ctx* ctx);
 
 int ag_request_fixups(request_rec* r);
 int ag_request_log_transaction(request_rec* r);

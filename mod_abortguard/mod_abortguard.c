@@ -8,6 +8,7 @@
 #include "http_protocol.h"
 #include "http_request.h"
 
+#include "ag_api.h"
 #include "ag_config.h"
 #include "ag_request.h"
 #include "agcore.h"
@@ -76,6 +77,7 @@ static void child_init(apr_pool_t* pchild, server_rec* s) {
 
 static void register_hooks(apr_pool_t* p) {
     (void)p;
+    ag_api_register();
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     /* Last, so that redirects made by other fixups (mod_dir) are settled. */
     ap_hook_fixups(ag_request_fixups, NULL, NULL, APR_HOOK_REALLY_LAST);

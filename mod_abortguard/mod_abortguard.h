@@ -1,25 +1,115 @@
-/* mod_abortguard: public interface for httpd admins' tools and module authors.
+/* mod_abortguard: the public interface for module authors and admins' tools.
  *
- * The module notices the moment a client goes away while its request is being
- * handled and publishes the outcome to the access log through these request
- * environment variables (set in log_transaction, before mod_log_config runs):
+ * Other modules use these APR optional functions without linking to
+ * mod_abortguard: retrieve them with APR_RETRIEVE_OPTIONAL_FN in your
+ * optional_fn_retrieve hook (or per request); each is NULL when
+ * mod_abortguard is not loaded, so a module can degrade gracefully.
  *
+ *     static APR_OPTIONAL_FN_TYPE(abortguard_aborted) *ag_aborted;
+ *     static void retrieve(void) {
+ *         ag_aborted = APR_RETRIEVE_OPTIONAL_FN(abortguard_aborted);
+ *     }
+ *     ... ap_hook_optional_fn_retrieve(retrieve, NULL, NULL, APR_HOOK_MIDDLE);
+ *
+ * Monitoring on demand: calling any of these functions for a request that no
+ * AbortGuard directive covers starts monitoring that request; an explicit
+ * "AbortGuard Off" forbids monitoring, and the functions then reflect only
+ * failed writes (r->connection->aborted). Subrequests act on their main
+ * request; internal redirects keep the original request's state.
+ *
+ * Threads: call every function from the request's own thread, while the
+ * request is being handled. Once a request is monitored (a first call on its
+ * thread, or AbortGuard On), abortguard_aborted() and abortguard_wait() may
+ * also be called from other threads until the handler returns.
+ *
+ * The access log sees the outcome through these request environment
+ * variables, set in log_transaction before mod_log_config writes:
  *   ABORTGUARD_ABORTED  "1" when the client went away before the response
- *                       completed; unset otherwise (LogFormat %{...}e prints -)
- *   ABORTGUARD_REASON   "fin", "rst" or "write" (and "error", "timeout" for
- *                       socket errors the kernel reports)
- */
+ *                       completed; unset otherwise (%{...}e prints "-")
+ *   ABORTGUARD_REASON   "fin", "rst", "write" (also "error", "timeout") */
 #ifndef MOD_ABORTGUARD_H
 #define MOD_ABORTGUARD_H
 
 #include "httpd.h"
 #include "http_config.h"
+#include "apr_optional.h"
 
-#define ABORTGUARD_VERSION "0.1.0"
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define ABORTGUARD_VERSION "0.2.0"
 
 #define ABORTGUARD_ENV_ABORTED "ABORTGUARD_ABORTED"
 #define ABORTGUARD_ENV_REASON "ABORTGUARD_REASON"
 
+/* abortguard_register_cleanup(): when a cleanup runs. */
+#define ABORTGUARD_ON_ABORT 1   /* run only if the client went away */
+#define ABORTGUARD_ON_SUCCESS 2 /* run only if it did not */
+#define ABORTGUARD_ALWAYS 3
+
+/* abortguard_probe(): what to check (a bit set). */
+#define ABORTGUARD_PROBE_SOCKET 1 /* non-destructive socket check */
+#define ABORTGUARD_PROBE_FLUSH 2  /* flush pending output and see if the write fails */
+
+/* A cleanup: `r` is the request it was registered for (the main request for
+ * a subrequest), `aborted` whether the client went away before the response
+ * completed. It runs at the end of the request, before the request pool's
+ * other cleanups, so r and r->pool are still usable. */
+typedef void abortguard_cleanup_fn(request_rec* r, void* data, int aborted);
+
+/* An abort callback: runs once on mod_abortguard's monitor thread the moment
+ * the abort is detected (or at once on the caller's thread if the request is
+ * already aborted; on the request thread if a failed write is seen first).
+ * It must be short and must not block; it must NOT touch the request_rec,
+ * its pools, filters or connection: the request thread is using them at the
+ * same time. Signal your own thread-safe state (an atomic, an eventfd, a
+ * condition variable) instead. `reason` is one of the AG reasons
+ * (1 fin, 2 rst, 3 error, 4 timeout, 5 write). `data` must stay valid until
+ * the request ends. */
+typedef void abortguard_abort_fn(void* data, int reason);
+
+/* Nonzero once the client went away. Cheap (no syscall after the first call
+ * of a request), safe in a tight loop. */
+APR_DECLARE_OPTIONAL_FN(int, abortguard_aborted, (request_rec * r));
+
+/* Registers fn(r, data, aborted) to run once at the end of the request,
+ * newest first, if `when` selects the outcome (ABORTGUARD_ON_ABORT,
+ * ABORTGUARD_ON_SUCCESS or ABORTGUARD_ALWAYS). A cleanup registered after
+ * the abort still runs at the end. Returns APR_SUCCESS, APR_EINVAL (bad fn or
+ * when), APR_EGENERAL (the request has ended) or APR_ENOMEM. */
+APR_DECLARE_OPTIONAL_FN(apr_status_t, abortguard_register_cleanup,
+                        (request_rec * r, abortguard_cleanup_fn* fn, void* data, int when));
+
+/* Sleeps up to `timeout` (microseconds); returns APR_ECONNABORTED at once
+ * when the client leaves (or has left), APR_TIMEUP otherwise. */
+APR_DECLARE_OPTIONAL_FN(apr_status_t, abortguard_wait,
+                        (request_rec * r, apr_interval_time_t timeout));
+
+/* Checks now, synchronously; nonzero: aborted. ABORTGUARD_PROBE_SOCKET asks
+ * the kernel about the socket (never reads, never peeks: safe under TLS);
+ * conclusive for a FIN or RST that has arrived. ABORTGUARD_PROBE_FLUSH
+ * flushes the output written so far and reports a failed write; it is
+ * conclusive only once the client's RST has arrived, which usually takes a
+ * first write after the client left (the kernel accepts that one), and it
+ * never adds bytes to the body. Before the response has started it flushes
+ * only the connection, so the status and headers stay open. */
+APR_DECLARE_OPTIONAL_FN(int, abortguard_probe, (request_rec * r, int flags));
+
+/* Not part of the original contract, available since 0.2.0: */
+
+/* Registers fn(data, reason) to run once when the client goes away; see
+ * abortguard_abort_fn for what it may touch. APR_SUCCESS or APR_ENOMEM. */
+APR_DECLARE_OPTIONAL_FN(apr_status_t, abortguard_on_abort,
+                        (request_rec * r, abortguard_abort_fn* fn, void* data));
+
+/* "fin", "rst", "write", ... once aborted; NULL while not. */
+APR_DECLARE_OPTIONAL_FN(const char*, abortguard_reason, (request_rec * r));
+
 extern module AP_MODULE_DECLARE_DATA abortguard_module;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* MOD_ABORTGUARD_H */

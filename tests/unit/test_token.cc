@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <stdexcept>
 #include <thread>
 #include <vector>
 
@@ -97,6 +98,81 @@ TEST(Token, ManyWaitersAllWake) {
     for (auto& th : waiters)
         th.join();
     EXPECT_EQ(woken.load(), 8);
+}
+
+}  // namespace
+
+namespace {
+
+TEST(TokenCallbacks, RunOnceOnTheAbortingThreadInOrder) {
+    Token t;
+    std::vector<int> order;
+    std::thread::id ran_on;
+    t.on_abort([&](Reason r) {
+        EXPECT_EQ(r, Reason::kRst);
+        order.push_back(1);
+        ran_on = std::this_thread::get_id();
+    });
+    t.on_abort([&](Reason) { order.push_back(2); });
+    std::thread aborter([&] { t.abort(Reason::kRst, mono_ns()); });
+    const auto aborter_id = aborter.get_id();
+    aborter.join();
+    t.abort(Reason::kFin, mono_ns());
+    EXPECT_EQ(order, (std::vector<int>{1, 2}));
+    EXPECT_EQ(ran_on, aborter_id);
+}
+
+TEST(TokenCallbacks, LateCallbackRunsAtOnceAndNeverWithoutAbort) {
+    Token quiet;
+    int quiet_calls = 0;
+    quiet.on_abort([&](Reason) { ++quiet_calls; });
+    Token t;
+    t.abort(Reason::kFin, mono_ns());
+    Reason seen = Reason::kNone;
+    t.on_abort([&](Reason r) { seen = r; });
+    EXPECT_EQ(seen, Reason::kFin);
+    EXPECT_EQ(quiet_calls, 0);
+}
+
+TEST(TokenCallbacks, ExceptionsAreContained) {
+    Token t;
+    int after = 0;
+    t.on_abort([](Reason) { throw std::runtime_error("x"); });
+    t.on_abort([&](Reason) { ++after; });
+    EXPECT_TRUE(t.abort(Reason::kFin, mono_ns()));
+    EXPECT_EQ(after, 1);
+}
+
+TEST(TokenCallbacks, ExactlyOnceWhenRegisteringRacesWithAbort) {
+    for (int round = 0; round < 500; ++round) {
+        Token t;
+        std::atomic<int> calls{0};
+        std::thread adder([&] {
+            for (int i = 0; i < 10; ++i)
+                t.on_abort([&](Reason) { calls.fetch_add(1); });
+        });
+        t.abort(Reason::kRst, mono_ns());
+        adder.join();
+        ASSERT_EQ(calls.load(), 10);
+    }
+}
+
+TEST(Token, WaitWakesWithin10msOfAnAbort) {
+    Token t;
+    std::atomic<bool> waiting{false};
+    int64_t woke_at = 0;
+    std::thread waiter([&] {
+        waiting.store(true);
+        t.wait_until(mono_ns() + 10000 * kMs);
+        woke_at = mono_ns();
+    });
+    while (!waiting.load())
+        std::this_thread::yield();
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // let it block
+    const int64_t aborted_at = mono_ns();
+    t.abort(Reason::kFin, aborted_at);
+    waiter.join();
+    EXPECT_LT(woke_at - aborted_at, 10 * kMs);
 }
 
 }  // namespace

@@ -1,0 +1,82 @@
+// An example handler in C++ that uses abortguard.hpp the way the README
+// teaches it: a computation that stops when the client leaves (by throwing
+// ClientAborted from throw_if_aborted()), and a transaction rolled back on
+// abort and committed on success by on_cleanup().
+//
+//   <Location /example-cxx>
+//       SetHandler abortguard-example-cxx
+//   </Location>
+//
+//   GET /example-cxx?id=42&ms=3000          computes for 3 s
+//   GET /example-cxx?id=42&throw=1          the handler throws: a logged 500
+//   GET /example-cxx?id=42&cleanup_throws=1 a cleanup throws: logged, the
+//                                           other cleanups and the 200 stand
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include "abortguard.hpp"
+#include "http_config.h"
+#include "http_protocol.h"
+
+extern "C" module AP_MODULE_DECLARE_DATA abortguard_example_cxx_module;
+APLOG_USE_MODULE(abortguard_example_cxx);
+
+namespace {
+
+using namespace std::chrono_literals;
+
+std::string query_arg(const request_rec* r, const char* name, const char* dflt) {
+    const std::string args = r->args ? r->args : "";
+    const std::string key = std::string(name) + "=";
+    const auto at = args.find(key);
+    if (at == std::string::npos || (at != 0 && args[at - 1] != '&'))
+        return dflt;
+    return args.substr(at + key.size(), args.find('&', at) - at - key.size());
+}
+
+void log_notice(request_rec* r, const char* what, const std::string& id) {
+    ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, "AGX0011: transaction %s %s", id.c_str(), what);
+}
+
+int handle(abortguard::Request& req) {
+    request_rec* r = req.get();
+    const std::string id = query_arg(r, "id", "0");
+    const auto budget = std::chrono::milliseconds(std::stoi(query_arg(r, "ms", "1000")));
+
+    if (query_arg(r, "throw", "0") == "1")
+        throw std::runtime_error("handler failed on purpose");
+    req.on_cleanup([r, id](bool) { log_notice(r, "rolled back", id); }, abortguard::When::kOnAbort);
+    req.on_cleanup([r, id](bool) { log_notice(r, "committed", id); }, abortguard::When::kOnSuccess);
+    if (query_arg(r, "cleanup_throws", "0") == "1") {
+        req.on_cleanup([](bool) { throw std::runtime_error("cleanup failed on purpose"); });
+    }
+
+    const auto deadline = std::chrono::steady_clock::now() + budget;
+    while (std::chrono::steady_clock::now() < deadline) {
+        req.wait_for(10ms);      // a step of work that wakes early on abort
+        req.throw_if_aborted();  // the client left: unwind, cleanups roll back
+    }
+    ap_set_content_type(r, "text/plain");
+    ap_rprintf(r, "transaction %s done\n", id.c_str());
+    return OK;
+}
+
+int example_handler(request_rec* r) {
+    if (r->handler == nullptr || std::strcmp(r->handler, "abortguard-example-cxx") != 0) {
+        return DECLINED;
+    }
+    return abortguard::run_handler(r, handle);
+}
+
+void register_hooks(apr_pool_t*) {
+    ap_hook_handler(example_handler, nullptr, nullptr, APR_HOOK_MIDDLE);
+}
+
+}  // namespace
+
+module AP_MODULE_DECLARE_DATA abortguard_example_cxx_module = {
+    STANDARD20_MODULE_STUFF, nullptr, nullptr, nullptr, nullptr, nullptr, register_hooks,
+};

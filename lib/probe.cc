@@ -1,0 +1,48 @@
+#include "probe.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <sys/socket.h>
+
+namespace abortguard {
+
+static_assert(POLLERR == 0x008 && POLLHUP == 0x010 && POLLRDHUP == 0x2000,
+              "poll and epoll flags must agree");
+
+Reason classify_socket_event(uint32_t events, int fd) noexcept {
+    if (events & POLLERR) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+            return Reason::kError;
+        switch (err) {
+            case ETIMEDOUT:
+                return Reason::kTimeout;
+            // 0: a reader on the request thread consumed ECONNRESET first.
+            case 0:
+            case ECONNRESET:
+            case EPIPE:
+                return Reason::kRst;
+            default:
+                return Reason::kError;
+        }
+    }
+    if (events & POLLRDHUP)
+        return Reason::kFin;
+    if (events & POLLHUP)
+        return Reason::kRst;  // gone in both directions
+    return Reason::kNone;
+}
+
+Reason probe_socket(int fd, bool ignore_half_close) noexcept {
+    struct pollfd p = {fd, static_cast<short>(ignore_half_close ? 0 : POLLRDHUP), 0};
+    int n;
+    do {
+        n = poll(&p, 1, 0);
+    } while (n < 0 && errno == EINTR);
+    if (n <= 0)
+        return Reason::kNone;
+    return classify_socket_event(static_cast<uint32_t>(p.revents), fd);
+}
+
+}  // namespace abortguard

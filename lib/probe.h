@@ -1,0 +1,29 @@
+// Synchronous, non-destructive checks of a client socket.
+//
+// Nothing here reads from the socket, not even with MSG_PEEK: under TLS the
+// bytes are ciphertext, and a peek would only tell that *something* arrived.
+// The kernel's own view (poll's POLLRDHUP/POLLHUP/POLLERR, the pending
+// socket error) is conclusive for FIN, RST and errors, and costs one syscall.
+//
+// Thread contract: free functions; any thread, on an fd the caller keeps open.
+#ifndef ABORTGUARD_PROBE_H
+#define ABORTGUARD_PROBE_H
+
+#include <cstdint>
+
+#include "reason.h"
+
+namespace abortguard {
+
+// Why a socket reported `events` (epoll or poll flags, which agree for
+// ERR/HUP/RDHUP): RST and timeouts come with an error code, a FIN alone with
+// RDHUP only. Reads (and so clears) the socket's pending error.
+Reason classify_socket_event(uint32_t events, int fd) noexcept;
+
+// Reason::kNone while the peer is still there. With `ignore_half_close`, a
+// FIN alone counts as still there.
+Reason probe_socket(int fd, bool ignore_half_close) noexcept;
+
+}  // namespace abortguard
+
+#endif  // ABORTGUARD_PROBE_H

@@ -1,0 +1,106 @@
+#include "registry.h"
+
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <exception>
+#include <new>
+#include <utility>
+
+#include "clock.h"
+#include "log.h"
+
+namespace abortguard {
+
+bool CleanupRegistry::add(Fn fn, When when, const void* identity, std::string label) noexcept {
+    try {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (done_)
+            return false;
+        entries_.push_back(Entry{std::move(fn), when, identity, std::move(label)});
+        return true;
+    } catch (const std::bad_alloc&) {
+        return false;
+    }
+}
+
+bool CleanupRegistry::closed() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return done_;
+}
+
+size_t CleanupRegistry::size() const {
+    std::lock_guard<std::mutex> lock(mu_);
+    return entries_.size();
+}
+
+// Only called when something is logged.
+const char* CleanupRegistry::describe(const Entry& e, char* buf, size_t len) noexcept {
+    if (!e.label.empty())
+        return e.label.c_str();
+    // Static functions are not in the dynamic symbol table; the file and
+    // offset still lead to them (addr2line -e FILE OFFSET).
+    Dl_info info;
+    if (e.identity == nullptr || dladdr(e.identity, &info) == 0 || info.dli_fname == nullptr) {
+        snprintf(buf, len, "cleanup at %p", e.identity);
+        return buf;
+    }
+    const char* slash = strrchr(info.dli_fname, '/');
+    const char* file = slash ? slash + 1 : info.dli_fname;
+    if (info.dli_sname != nullptr) {
+        snprintf(buf, len, "cleanup %s (%s)", info.dli_sname, file);
+    } else {
+        snprintf(buf, len, "cleanup at %s+0x%zx", file,
+                 static_cast<size_t>(static_cast<const char*>(e.identity) -
+                                     static_cast<const char*>(info.dli_fbase)));
+    }
+    return buf;
+}
+
+bool CleanupRegistry::run_one(const Entry& e, bool aborted) noexcept {
+    char name[256];
+    try {
+        e.fn(aborted);
+        return true;
+    } catch (const std::exception& ex) {
+        AG_LOG(kError, "AG0111: %s threw: %s", describe(e, name, sizeof name), ex.what());
+    } catch (...) {
+        AG_LOG(kError, "AG0111: %s threw a non-standard exception", describe(e, name, sizeof name));
+    }
+    return false;
+}
+
+CleanupRegistry::Summary CleanupRegistry::run(bool aborted, int64_t slow_ns) noexcept {
+    std::vector<Entry> entries;
+    {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (done_)
+            return Summary{};
+        done_ = true;
+        entries.swap(entries_);
+    }
+    const unsigned selected = static_cast<unsigned>(aborted ? When::kOnAbort : When::kOnSuccess);
+    Summary sum;
+    for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
+        if ((static_cast<unsigned>(it->when) & selected) == 0)
+            continue;
+        const int64_t start = mono_ns();
+        if (!run_one(*it, aborted))
+            ++sum.failed;
+        const int64_t took = mono_ns() - start;
+        ++sum.run;
+        sum.total_ns += took;
+        if (took > sum.slowest_ns)
+            sum.slowest_ns = took;
+        if (slow_ns > 0 && took > slow_ns) {
+            ++sum.slow;
+            char name[256];
+            AG_LOG(kWarn, "AG0112: %s took %lld ms", describe(*it, name, sizeof name),
+                   static_cast<long long>(took / 1000000));
+        }
+    }
+    return sum;
+}
+
+}  // namespace abortguard

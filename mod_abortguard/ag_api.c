@@ -1,0 +1,128 @@
+/* The optional functions of mod_abortguard.h: thin translations from httpd's
+ * world (request_rec, APR statuses) to the request context and the core. */
+#include "ag_api.h"
+
+#include "httpd.h"
+#include "http_log.h"
+#include "http_request.h"
+#include "util_filter.h"
+
+#include "ag_request.h"
+#include "mod_abortguard.h"
+
+APLOG_USE_MODULE(abortguard);
+
+/* Every function starts monitoring on demand (see mod_abortguard.h). The
+ * functions are static and named as their optional-function contract, which
+ * is what APR_REGISTER_OPTIONAL_FN needs. */
+static ag_request_ctx* ctx_of(request_rec* r) {
+    return r == NULL ? NULL : ag_request_ctx_get(r, 1);
+}
+
+static int abortguard_aborted(request_rec* r) {
+    ag_request_ctx* ctx = ctx_of(r);
+    return ctx != NULL ? ag_request_aborted(ctx) : (r != NULL && r->connection->aborted);
+}
+
+static const char* abortguard_reason(request_rec* r) {
+    ag_request_ctx* ctx = ctx_of(r);
+    if (ctx == NULL || !ag_request_aborted(ctx)) {
+        return NULL;
+    }
+    return ag_reason_name(ag_token_reason(ag_request_token(ctx)));
+}
+
+typedef struct {
+    abortguard_cleanup_fn* fn;
+    request_rec* r;
+    void* data;
+} c_cleanup;
+
+static void run_c_cleanup(void* arg, int aborted) {
+    c_cleanup* c = arg;
+    c->fn(c->r, c->data, aborted);
+}
+
+static apr_status_t abortguard_register_cleanup(request_rec* r, abortguard_cleanup_fn* fn,
+                                                void* data, int when) {
+    ag_request_ctx* ctx;
+    ag_registry* reg;
+    c_cleanup* c;
+    int rv;
+
+    if (fn == NULL || when < ABORTGUARD_ON_ABORT || when > ABORTGUARD_ALWAYS) {
+        return APR_EINVAL;
+    }
+    if ((ctx = ctx_of(r)) == NULL || (reg = ag_request_registry(ctx)) == NULL) {
+        return APR_ENOMEM;
+    }
+    c = apr_palloc(ag_request_owner(ctx)->pool, sizeof(*c));
+    c->fn = fn;
+    c->r = ag_request_owner(ctx);
+    c->data = data;
+    /* The function pointer names the cleanup in log lines (dladdr). */
+    rv = ag_registry_add(reg, run_c_cleanup, c, when, (const void*)(apr_uintptr_t)fn);
+    return rv == 0 ? APR_SUCCESS : rv == ECANCELED ? APR_EGENERAL : APR_FROM_OS_ERROR(rv);
+}
+
+static apr_status_t abortguard_on_abort(request_rec* r, abortguard_abort_fn* fn, void* data) {
+    ag_request_ctx* ctx;
+    if (fn == NULL) {
+        return APR_EINVAL;
+    }
+    if ((ctx = ctx_of(r)) == NULL) {
+        return APR_ENOMEM;
+    }
+    return ag_token_on_abort(ag_request_token(ctx), fn, data) == 0 ? APR_SUCCESS : APR_ENOMEM;
+}
+
+static apr_status_t abortguard_wait(request_rec* r, apr_interval_time_t timeout) {
+    ag_request_ctx* ctx = ctx_of(r);
+    if (ctx == NULL) {
+        return APR_ENOMEM;
+    }
+    if (!ag_request_aborted(ctx) && timeout > 0) {
+        ag_token_wait(ag_request_token(ctx), (int64_t)timeout * 1000);
+    }
+    return ag_request_aborted(ctx) ? APR_ECONNABORTED : APR_TIMEUP;
+}
+
+/* Before the status line has gone out, a FLUSH through the request's
+ * filters would send it: flush only what the connection already holds. */
+static int flush_fails(request_rec* r) {
+    conn_rec* c = r->connection;
+    ap_filter_t* filters = r->sent_bodyct ? r->output_filters : c->output_filters;
+    apr_bucket_brigade* bb = apr_brigade_create(r->pool, c->bucket_alloc);
+    apr_status_t rv;
+
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
+    rv = ap_pass_brigade(filters, bb);
+    apr_brigade_destroy(bb);
+    return rv != APR_SUCCESS || c->aborted;
+}
+
+static int abortguard_probe(request_rec* r, int flags) {
+    ag_request_ctx* ctx = ctx_of(r);
+    if (ctx == NULL) {
+        return r != NULL && r->connection->aborted;
+    }
+    while (r->main != NULL) {
+        r = r->main;
+    }
+    if ((flags & ABORTGUARD_PROBE_FLUSH) && !ag_request_aborted(ctx) && flush_fails(r)) {
+        ag_token_abort(ag_request_token(ctx), AG_REASON_WRITE);
+    }
+    if (flags & ABORTGUARD_PROBE_SOCKET) {
+        ag_request_probe_socket(ctx);
+    }
+    return ag_request_aborted(ctx);
+}
+
+void ag_api_register(void) {
+    APR_REGISTER_OPTIONAL_FN(abortguard_aborted);
+    APR_REGISTER_OPTIONAL_FN(abortguard_register_cleanup);
+    APR_REGISTER_OPTIONAL_FN(abortguard_wait);
+    APR_REGISTER_OPTIONAL_FN(abortguard_probe);
+    APR_REGISTER_OPTIONAL_FN(abortguard_on_abort);
+    APR_REGISTER_OPTIONAL_FN(abortguard_reason);
+}
