@@ -17,6 +17,7 @@ struct ag_request_ctx {
     ag_registry* registry; /* NULL until a cleanup is registered */
     ag_watch_id watch;     /* 0 once the socket is no longer watched */
     int forbidden;         /* AbortGuard Off: failed writes only */
+    int response_done;     /* EOS has passed: the handler's output is complete */
     int64_t start_ns;
 };
 
@@ -42,8 +43,16 @@ static void stop_watching(ag_request_ctx* ctx) {
     }
 }
 
+/* A set c->aborted means a write to the client failed, except on an HTTP/2
+ * stream once its response is complete: mod_http2 also sets it on every
+ * stream when the client closes the connection after reading everything. */
+static int write_failed(const ag_request_ctx* ctx) {
+    const conn_rec* c = ctx->owner->connection;
+    return c->aborted && !(c->master != NULL && ctx->response_done);
+}
+
 int ag_request_aborted(ag_request_ctx* ctx) {
-    if (ctx->owner->connection->aborted) {
+    if (write_failed(ctx)) {
         ag_token_abort(ctx->token, AG_REASON_WRITE); /* no-op if the monitor was first */
     }
     return ag_token_aborted(ctx->token);
@@ -184,7 +193,10 @@ apr_status_t ag_request_eos_filter(ap_filter_t* f, apr_bucket_brigade* bb) {
 
     for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb); b = APR_BUCKET_NEXT(b)) {
         if (APR_BUCKET_IS_EOS(b)) {
-            stop_watching(f->ctx);
+            ag_request_ctx* ctx = f->ctx;
+            ag_request_aborted(ctx); /* an HTTP/2 reset seen so far still counts */
+            ctx->response_done = 1;
+            stop_watching(ctx);
             ap_remove_output_filter(f);
             break;
         }
