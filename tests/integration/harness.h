@@ -137,6 +137,7 @@ class Httpd {
     CommandResult check_syntax() const;  // apache2 -t -f conf
 
     bool running() const { return pid_ > 0; }
+    pid_t pid() const { return pid_; }  // the parent process
     int port() const { return port_; }
     int tls_port() const { return tls_port_; }
     const HttpdOptions& options() const { return options_; }

@@ -46,9 +46,12 @@ static const char* now_us(request_rec* r) {
 }
 
 static const char* status_name(request_rec* r, apr_status_t rv) {
-    if (rv == APR_SUCCESS) return "ok";
-    if (rv == APR_TIMEUP) return "timeup";
-    if (rv == APR_ECONNABORTED) return "aborted";
+    if (rv == APR_SUCCESS)
+        return "ok";
+    if (rv == APR_TIMEUP)
+        return "timeup";
+    if (rv == APR_ECONNABORTED)
+        return "aborted";
     return apr_psprintf(r->pool, "%d", rv);
 }
 
