@@ -78,6 +78,23 @@ void ag_stats_latency(ag_latency_e which, int64_t ns) noexcept {
     st::record(static_cast<st::Latency>(which), ns);
 }
 
+void ag_stats_request_end(int aborted, int reason, int64_t start_ns,
+                          int64_t aborted_at_ns) noexcept {
+    if (!aborted)
+        return;
+    ag_stats_abort(reason);
+    ag_stats_latency(AG_LATENCY_REQUEST_TO_ABORT, aborted_at_ns - start_ns);
+}
+
+void ag_stats_cleanups(int run, int failed, int slow) noexcept {
+    if (run > 0)
+        ag_stats_count(AG_STAT_CLEANUPS_RUN, static_cast<uint64_t>(run));
+    if (failed > 0)
+        ag_stats_count(AG_STAT_CLEANUPS_FAILED, static_cast<uint64_t>(failed));
+    if (slow > 0)
+        ag_stats_count(AG_STAT_CLEANUPS_SLOW, static_cast<uint64_t>(slow));
+}
+
 void ag_stats_read(const void* mem, ag_stats_snapshot* out) noexcept {
     memset(out, 0, sizeof(*out));
     if (mem == nullptr)

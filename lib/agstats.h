@@ -93,6 +93,14 @@ void ag_stats_abort(int reason) AG_STATS_NOEXCEPT;
 /* A duration in nanoseconds (negative counts as 0). */
 void ag_stats_latency(ag_latency_e which, int64_t ns) AG_STATS_NOEXCEPT;
 
+/* Conveniences for the request's end (each is the calls above):
+ * one request ended; if it was aborted, counts the abort by reason and the
+ * time from start_ns to aborted_at_ns (both CLOCK_MONOTONIC). */
+void ag_stats_request_end(int aborted, int reason, int64_t start_ns,
+                          int64_t aborted_at_ns) AG_STATS_NOEXCEPT;
+/* One run of a request's cleanups: adds run, failed and slow. */
+void ag_stats_cleanups(int run, int failed, int slow) AG_STATS_NOEXCEPT;
+
 /* Sums the block at `mem`; zeroes `out` if `mem` is no block. */
 void ag_stats_read(const void* mem, ag_stats_snapshot* out) AG_STATS_NOEXCEPT;
 

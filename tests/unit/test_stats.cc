@@ -242,17 +242,24 @@ TEST(Stats, CApiAttachCountRead) {
     ag_stats_abort(1);
     ag_stats_abort(-1);  // counts as reason 0, never crashes
     ag_stats_latency(AG_LATENCY_REQUEST_TO_ABORT, 5000000);
+    ag_stats_request_end(0, 2, 0, 0);           // not aborted: nothing
+    ag_stats_request_end(1, 2, 1000, 3001000);  // rst after 3 ms
+    ag_stats_cleanups(3, 1, 0);
     ag_stats_detach();
     ag_stats_count(AG_STAT_REQUESTS_MONITORED, 100);  // detached: ignored
 
     ag_stats_snapshot snap;
     ag_stats_read(mem, &snap);
     EXPECT_EQ(snap.counters[AG_STAT_REQUESTS_MONITORED], 3u);
-    EXPECT_EQ(snap.counters[AG_STAT_CLEANUPS_FAILED], 1u);
+    EXPECT_EQ(snap.counters[AG_STAT_CLEANUPS_FAILED], 2u);
+    EXPECT_EQ(snap.counters[AG_STAT_CLEANUPS_RUN], 3u);
+    EXPECT_EQ(snap.counters[AG_STAT_CLEANUPS_SLOW], 0u);
     EXPECT_EQ(snap.aborts[1], 1u);
-    EXPECT_EQ(snap.aborts_total, 2u);
-    EXPECT_EQ(snap.latency[AG_LATENCY_REQUEST_TO_ABORT].count, 1u);
-    EXPECT_EQ(snap.latency[AG_LATENCY_REQUEST_TO_ABORT].p50_us, 5000u);
+    EXPECT_EQ(snap.aborts[2], 1u);
+    EXPECT_EQ(snap.aborts_total, 3u);
+    EXPECT_EQ(snap.latency[AG_LATENCY_REQUEST_TO_ABORT].count, 2u);
+    EXPECT_EQ(snap.latency[AG_LATENCY_REQUEST_TO_ABORT].max_us, 5000u);
+    EXPECT_EQ(snap.latency[AG_LATENCY_REQUEST_TO_ABORT].p50_us, 4096u);  // bucket [2048, 4096)
     EXPECT_EQ(snap.slots, 2u);
     EXPECT_EQ(snap.slots_used, 1u);
     EXPECT_EQ(snap.created_unix, 42u);
