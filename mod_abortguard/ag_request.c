@@ -6,6 +6,7 @@
 #include "http_protocol.h"
 #include "http_request.h"
 
+#include "agstats.h"
 #include "mod_abortguard.h"
 
 APLOG_USE_MODULE(abortguard);
@@ -106,12 +107,16 @@ static void log_cleanups(const ag_request_ctx* ctx, const ag_registry_summary* s
  * ordinary cleanups are gone, so cleanups may still use the request. */
 static apr_status_t end_request(void* data) {
     ag_request_ctx* ctx = data;
+    int aborted;
     stop_watching(ctx);
+    aborted = ag_request_aborted(ctx); /* before reading the reason: it may set it */
+    ag_stats_request_end(aborted, ag_token_reason(ctx->token), ctx->start_ns,
+                         ag_token_aborted_at_ns(ctx->token));
     if (ctx->registry != NULL) {
         ag_registry_summary sum;
-        ag_registry_run(ctx->registry, ag_request_aborted(ctx),
-                        ag_config_cleanup_warn_ns(ctx->conf), &sum);
+        ag_registry_run(ctx->registry, aborted, ag_config_cleanup_warn_ns(ctx->conf), &sum);
         log_cleanups(ctx, &sum);
+        ag_stats_cleanups(sum.run, sum.failed, sum.slow);
         ag_registry_destroy(ctx->registry);
     }
     ag_token_destroy(ctx->token);
@@ -160,6 +165,9 @@ static ag_request_ctx* create_ctx(request_rec* r) {
     ctx->start_ns = ag_now_ns();
     apr_pool_pre_cleanup_register(r->pool, ctx, end_request);
     ap_set_module_config(r->request_config, &abortguard_module, ctx);
+    if (!ctx->forbidden) {
+        ag_stats_count(AG_STAT_REQUESTS_MONITORED, 1);
+    }
     watch_socket(ctx);
     ap_add_output_filter(AG_EOS_FILTER, ctx, r, r->connection);
     return ctx;
