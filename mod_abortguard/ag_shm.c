@@ -25,6 +25,8 @@ APLOG_USE_MODULE(abortguard);
 /* How long a starting child waits for the parent to record its pid in the
  * scoreboard (the parent writes it right after fork returns). */
 #define AG_SLOT_WAIT_MS 200
+/* The block's alignment (a cache line: see lib/stats.h). */
+#define AG_SHM_ALIGN 64
 
 /* Set in post_config before the children fork; read-only afterwards. */
 static void* block;
@@ -43,16 +45,27 @@ static unsigned wanted_slots(void) {
     return (unsigned)limit + 1;
 }
 
+/* The block's place in the segment: APR puts its own header first, and the
+ * slots want whole cache lines. */
+static void* aligned_base(apr_shm_t* shm, apr_size_t* len) {
+    apr_uintptr_t base = (apr_uintptr_t)apr_shm_baseaddr_get(shm);
+    apr_uintptr_t aligned = (base + AG_SHM_ALIGN - 1) & ~(apr_uintptr_t)(AG_SHM_ALIGN - 1);
+    *len = apr_shm_size_get(shm) - (apr_size_t)(aligned - base);
+    return (void*)aligned;
+}
+
 /* The segment of an earlier generation, if its layout still fits. */
 static void* reuse(apr_shm_t* shm, unsigned nslots) {
-    void* mem = apr_shm_baseaddr_get(shm);
-    return ag_stats_block_open(mem, apr_shm_size_get(shm), nslots) == 0 ? mem : NULL;
+    apr_size_t len;
+    void* mem = aligned_base(shm, &len);
+    return ag_stats_block_open(mem, len, nslots) == 0 ? mem : NULL;
 }
 
 static void* create(apr_pool_t* pproc, server_rec* s, unsigned nslots) {
     apr_size_t len = ag_stats_block_size(nslots);
     apr_shm_t* shm = NULL;
-    apr_status_t rv = apr_shm_create(&shm, len, NULL, pproc);
+    apr_status_t rv = apr_shm_create(&shm, len + AG_SHM_ALIGN, NULL, pproc);
+    void* mem;
     if (rv != APR_SUCCESS) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
                      "AG0701: cannot create %" APR_SIZE_T_FMT
@@ -61,14 +74,18 @@ static void* create(apr_pool_t* pproc, server_rec* s, unsigned nslots) {
                      len);
         return NULL;
     }
-    if (ag_stats_block_init(apr_shm_baseaddr_get(shm), len, nslots,
-                            (uint64_t)apr_time_sec(apr_time_now())) != 0) {
+    mem = aligned_base(shm, &len);
+    if (ag_stats_block_init(mem, len, nslots, (uint64_t)apr_time_sec(apr_time_now())) != 0) {
+        ap_log_error(APLOG_MARK, APLOG_ERR, 0, s,
+                     "AG0704: cannot lay out the counters in shared memory; the status page "
+                     "will show none");
+        apr_shm_destroy(shm);
         return NULL;
     }
     /* setn: the key is a literal, valid as long as the process. No cleanup:
      * a function of this DSO must not outlive its unloading at a restart. */
     apr_pool_userdata_setn(shm, AG_SHM_KEY, NULL, pproc);
-    return apr_shm_baseaddr_get(shm);
+    return mem;
 }
 
 static int post_config(apr_pool_t* pconf, apr_pool_t* plog, apr_pool_t* ptemp, server_rec* s) {
