@@ -6,6 +6,7 @@
 #include "http_protocol.h"
 #include "http_request.h"
 
+#include "agstats.h"
 #include "mod_abortguard.h"
 
 APLOG_USE_MODULE(abortguard);
@@ -105,11 +106,17 @@ static apr_status_t end_request(void* data) {
     int aborted, released;
 
     stop_watching(ctx);
-    aborted = ag_request_aborted(ctx);
+    aborted = ag_request_aborted(ctx); /* before reading the reason: it may set it */
+    ag_stats_request_end(aborted, ag_state_reason(ctx->state), ag_state_start_ns(ctx->state),
+                         ag_state_aborted_at_ns(ctx->state));
     ag_state_run_cleanups(ctx->state, aborted, ag_config_cleanup_warn_ns(ctx->conf), &sum);
     log_cleanups(ctx, &sum);
+    ag_stats_cleanups(sum.run, sum.failed, sum.slow);
     released = ag_state_destroy(ctx->state);
     if (released > 0) {
+        if (aborted) {
+            ag_stats_count(AG_STAT_LOCKS_RELEASED_BY_ABORT, (uint64_t)released);
+        }
         ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, ctx->owner,
                       "AG0204: released %d lock(s) the request still held", released);
     }
@@ -157,6 +164,9 @@ static ag_request_ctx* create_ctx(request_rec* r) {
     }
     apr_pool_pre_cleanup_register(r->pool, ctx, end_request);
     ap_set_module_config(r->request_config, &abortguard_module, ctx);
+    if (!ctx->forbidden) {
+        ag_stats_count(AG_STAT_REQUESTS_MONITORED, 1);
+    }
     watch_socket(ctx);
     ap_add_output_filter(AG_EOS_FILTER, ctx, r, r->connection);
     return ctx;
