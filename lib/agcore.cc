@@ -15,29 +15,31 @@
 #include "monitor.h"
 #include "probe.h"
 #include "registry.h"
-#include "token.h"
+#include "request_state.h"
 
 using abortguard::Monitor;
 using abortguard::Reason;
-using abortguard::Token;
+using abortguard::RequestState;
 
 struct ag_monitor {
     std::unique_ptr<Monitor> impl;
 };
-struct ag_token {
-    Token impl;
+struct ag_state {
+    RequestState impl;
+    ag_state(const char* uri, const char* handler) : impl(uri, handler) {}
 };
-struct ag_registry {
-    abortguard::CleanupRegistry impl;
-};
+// ag_lock is never defined: an ag_lock* is a RequestState::HeldLock*.
 
 namespace {
 
 void copy_message(const std::string& msg, char* err, size_t errlen) {
     if (err == nullptr || errlen == 0)
         return;
-    strncpy(err, msg.c_str(), errlen - 1);
-    err[errlen - 1] = '\0';
+    snprintf(err, errlen, "%s", msg.c_str());
+}
+
+int errno_of(const abortguard::Status& st) {
+    return st.code() > 0 ? st.code() : EIO;
 }
 
 struct SinkAdapter {
@@ -69,13 +71,17 @@ int64_t ag_now_ns(void) {
     return abortguard::mono_ns();
 }
 
+int ag_parse_duration(const char* text, int64_t* ns) {
+    return abortguard::parse_duration(text, ns) ? 1 : 0;
+}
+
 int ag_monitor_start(ag_monitor** out, char* err, size_t errlen) {
     try {
         auto m = std::make_unique<ag_monitor>();
         abortguard::Status st = Monitor::create(&m->impl);
         if (!st.is_ok()) {
             copy_message(st.to_string(), err, errlen);
-            return st.code() > 0 ? st.code() : EIO;
+            return errno_of(st);
         }
         *out = m.release();
         return 0;
@@ -91,14 +97,14 @@ int ag_monitor_stop(ag_monitor* m, unsigned bound_ms) {
     return m->impl->stop(int64_t{bound_ms} * 1000000) ? 1 : 0;
 }
 
-int ag_monitor_watch(ag_monitor* m, int fd, unsigned flags, ag_token* token, ag_abort_fn* fn,
+int ag_monitor_watch(ag_monitor* m, int fd, unsigned flags, ag_state* state, ag_abort_fn* fn,
                      void* arg, ag_watch_id* id) {
     try {
         unsigned f = 0;
         if (flags & AG_WATCH_IGNORE_HALF_CLOSE)
             f |= Monitor::kIgnoreHalfClose;
-        abortguard::Status st = m->impl->watch(fd, f, &token->impl, fn, arg, id);
-        return st.is_ok() ? 0 : (st.code() > 0 ? st.code() : EIO);
+        abortguard::Status st = m->impl->watch(fd, f, &state->impl.token(), fn, arg, id);
+        return st.is_ok() ? 0 : errno_of(st);
     } catch (...) {
         return ENOMEM;
     }
@@ -108,77 +114,111 @@ void ag_monitor_unwatch(ag_monitor* m, ag_watch_id id) {
     m->impl->unwatch(id);
 }
 
-ag_token* ag_token_create(void) {
-    return new (std::nothrow) ag_token;
+ag_state* ag_state_create(const char* uri, const char* handler) {
+    return new (std::nothrow) ag_state(uri, handler);
 }
 
-void ag_token_destroy(ag_token* t) {
-    delete t;
+int ag_state_destroy(ag_state* s) {
+    const int released = s->impl.release_locks();
+    delete s;
+    return released;
 }
 
-int ag_token_aborted(const ag_token* t) {
-    return t->impl.aborted() ? 1 : 0;
+int ag_state_aborted(const ag_state* s) {
+    return s->impl.token().aborted() ? 1 : 0;
 }
 
-ag_reason_e ag_token_reason(const ag_token* t) {
-    return static_cast<ag_reason_e>(t->impl.reason());
+ag_reason_e ag_state_reason(const ag_state* s) {
+    return static_cast<ag_reason_e>(s->impl.token().reason());
 }
 
-int64_t ag_token_aborted_at_ns(const ag_token* t) {
-    return t->impl.aborted_at_ns();
+int64_t ag_state_aborted_at_ns(const ag_state* s) {
+    return s->impl.token().aborted_at_ns();
 }
 
-int ag_token_abort(ag_token* t, ag_reason_e reason) {
-    return t->impl.abort(static_cast<Reason>(reason), abortguard::mono_ns()) ? 1 : 0;
+int64_t ag_state_start_ns(const ag_state* s) {
+    return s->impl.start_ns();
 }
 
-int ag_token_wait(const ag_token* t, int64_t timeout_ns) {
-    return t->impl.wait_until(abortguard::mono_ns() + timeout_ns) ? 1 : 0;
+int ag_state_abort(ag_state* s, ag_reason_e reason) {
+    return s->impl.token().abort(static_cast<Reason>(reason), abortguard::mono_ns()) ? 1 : 0;
 }
 
-int ag_token_on_abort(ag_token* t, ag_abort_fn* fn, void* arg) {
+int ag_state_wait(const ag_state* s, int64_t timeout_ns) {
+    const auto& token = s->impl.token();
+    return token.wait_until(abortguard::mono_ns() + timeout_ns) ? 1 : 0;
+}
+
+int ag_state_on_abort(ag_state* s, ag_abort_fn* fn, void* arg) {
     try {
         auto cb = [fn, arg](Reason r) { fn(arg, static_cast<int>(r)); };
-        return t->impl.on_abort(cb) ? 0 : ENOMEM;
+        return s->impl.token().on_abort(cb) ? 0 : ENOMEM;
     } catch (...) {
         return ENOMEM;
     }
 }
 
-ag_registry* ag_registry_create(void) {
-    return new (std::nothrow) ag_registry;
-}
-
-void ag_registry_destroy(ag_registry* reg) {
-    delete reg;
-}
-
-int ag_registry_add(ag_registry* reg, ag_cleanup_fn* fn, void* arg, int when,
-                    const void* identity) {
+int ag_state_add_cleanup(ag_state* s, ag_cleanup_fn* fn, void* arg, int when,
+                         const void* identity) {
     if (fn == nullptr || when < AG_WHEN_ON_ABORT || when > AG_WHEN_ALWAYS)
         return EINVAL;
     try {
+        abortguard::CleanupRegistry* reg = s->impl.cleanups();
+        if (reg == nullptr)
+            return ENOMEM;
         auto call = [fn, arg](bool aborted) { fn(arg, aborted ? 1 : 0); };
-        if (reg->impl.add(call, static_cast<abortguard::When>(when), identity))
+        if (reg->add(call, static_cast<abortguard::When>(when), identity))
             return 0;
-        return reg->impl.closed() ? ECANCELED : ENOMEM;
+        return reg->closed() ? ECANCELED : ENOMEM;
     } catch (...) {
         return ENOMEM;
     }
 }
 
-void ag_registry_run(ag_registry* reg, int aborted, int64_t slow_ns, ag_registry_summary* out) {
-    const auto sum = reg->impl.run(aborted != 0, slow_ns);
+void ag_state_run_cleanups(ag_state* s, int aborted, int64_t slow_ns, ag_registry_summary* out) {
+    abortguard::CleanupRegistry::Summary sum;
+    if (abortguard::CleanupRegistry* reg = s->impl.cleanups())
+        sum = reg->run(aborted != 0, slow_ns);
     if (out != nullptr)
         *out = {sum.run, sum.failed, sum.slow, sum.total_ns, sum.slowest_ns};
 }
 
-int ag_probe_socket(int fd, int ignore_half_close) {
-    return static_cast<int>(abortguard::probe_socket(fd, ignore_half_close != 0));
+int ag_state_lock_file(ag_state* s, const char* path, int exclusive, int64_t timeout_ns,
+                       int64_t warn_ns, ag_lock** out) {
+    try {
+        const int64_t deadline =
+            timeout_ns < 0 ? abortguard::FileLock::kNoDeadline : abortguard::mono_ns() + timeout_ns;
+        const auto mode =
+            exclusive ? abortguard::LockMode::kExclusive : abortguard::LockMode::kShared;
+        RequestState::HeldLock* held = nullptr;
+        abortguard::Status st = s->impl.lock_file(path, mode, deadline, warn_ns, &held);
+        if (!st.is_ok())
+            return errno_of(st);
+        *out = reinterpret_cast<ag_lock*>(held);
+        return 0;
+    } catch (...) {
+        return ENOMEM;
+    }
 }
 
-int ag_parse_duration(const char* text, int64_t* ns) {
-    return abortguard::parse_duration(text, ns) ? 1 : 0;
+void ag_lock_release(ag_lock* lock) {
+    RequestState::release_lock(reinterpret_cast<RequestState::HeldLock*>(lock));
+}
+
+int ag_state_release_locks(ag_state* s) {
+    return s->impl.release_locks();
+}
+
+void ag_inflight_foreach(ag_inflight_fn* fn, void* ctx) {
+    try {
+        RequestState::for_each(fn, ctx);
+    } catch (...) {
+        // A mutex failure: report nothing rather than crash.
+    }
+}
+
+int ag_probe_socket(int fd, int ignore_half_close) {
+    return static_cast<int>(abortguard::probe_socket(fd, ignore_half_close != 0));
 }
 
 }  // extern "C"

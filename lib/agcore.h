@@ -3,11 +3,12 @@
  * Opaque handles over the C++ objects; every function catches everything,
  * so no C++ exception ever reaches httpd. Errors are errno values.
  *
- * Thread contract: as the C++ classes they wrap (monitor.h, token.h):
- * tokens may be read and aborted from any thread; watch/unwatch from any
- * thread but the monitor's; abort callbacks run on the monitor thread;
- * ag_monitor_stop() is for the owner only and is safe on an exit path
- * entered from a signal handler. */
+ * Thread contract: as the C++ classes they wrap (monitor.h, request_state.h):
+ * a request's state may be read, aborted and waited on from any thread, and
+ * is created, given locks and destroyed on its request's thread;
+ * watch/unwatch from any thread but the monitor's; abort callbacks run on
+ * the monitor thread; ag_monitor_stop() is for the owner only and is safe on
+ * an exit path entered from a signal handler. */
 #ifndef ABORTGUARD_AGCORE_H
 #define ABORTGUARD_AGCORE_H
 
@@ -39,8 +40,8 @@ typedef enum {
 } ag_log_level_e;
 
 typedef struct ag_monitor ag_monitor;
-typedef struct ag_token ag_token;
-typedef struct ag_registry ag_registry;
+typedef struct ag_state ag_state; /* one request: token, cleanups, locks */
+typedef struct ag_lock ag_lock;   /* a file lock bound to a request */
 typedef uint64_t ag_watch_id;
 
 #define AG_WATCH_IGNORE_HALF_CLOSE 1u
@@ -63,6 +64,22 @@ typedef struct {
     int64_t slowest_ns;
 } ag_registry_summary;
 
+/* One in-flight request, as the status page shows it. */
+typedef struct {
+    int64_t start_ns;      /* CLOCK_MONOTONIC */
+    int64_t aborted_at_ns; /* 0 while running */
+    int reason;            /* ag_reason_e */
+    char uri[128];         /* truncated copy */
+    char handler[48];
+    int nlocks; /* locks held, up to 4 listed */
+    struct {
+        char path[128];
+        int exclusive;
+        int64_t since_ns;
+    } locks[4];
+} ag_inflight_info;
+typedef void ag_inflight_fn(const ag_inflight_info* info, void* ctx);
+
 /* Installs the core's log sink; before any other thread runs. */
 void ag_log_set_sink(ag_log_sink_fn* sink, void* ctx, ag_log_level_e max_level);
 
@@ -70,6 +87,11 @@ const char* ag_reason_name(ag_reason_e reason);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t ag_now_ns(void);
+
+/* "250ms", "2s", "1m" -> nanoseconds; returns 1 on success, 0 otherwise. */
+int ag_parse_duration(const char* text, int64_t* ns);
+
+/* ---- The monitor (monitor.h) ---- */
 
 /* Starts a monitor thread. Returns 0, or an errno value and a message. */
 int ag_monitor_start(ag_monitor** out, char* err, size_t errlen);
@@ -79,44 +101,60 @@ int ag_monitor_start(ag_monitor** out, char* err, size_t errlen);
  * request threads of an exiting child may still hold watches. */
 int ag_monitor_stop(ag_monitor* m, unsigned bound_ms);
 
-/* Watches fd for the client going away: aborts `token`, then calls
- * fn(arg, reason) on the monitor thread. fd, token and arg must stay valid
+/* Watches fd for the client going away: aborts `state`'s token, then calls
+ * fn(arg, reason) on the monitor thread. fd, state and arg must stay valid
  * until ag_monitor_unwatch() returns. Returns 0 or an errno value. */
-int ag_monitor_watch(ag_monitor* m, int fd, unsigned flags, ag_token* token, ag_abort_fn* fn,
+int ag_monitor_watch(ag_monitor* m, int fd, unsigned flags, ag_state* state, ag_abort_fn* fn,
                      void* arg, ag_watch_id* id);
 
 /* Synchronous: when it returns, no callback for `id` runs or will run. */
 void ag_monitor_unwatch(ag_monitor* m, ag_watch_id id);
 
-/* NULL when out of memory. */
-ag_token* ag_token_create(void);
-void ag_token_destroy(ag_token* t);
-int ag_token_aborted(const ag_token* t);
-ag_reason_e ag_token_reason(const ag_token* t);
-int64_t ag_token_aborted_at_ns(const ag_token* t);
-/* Aborts with `reason` now; returns 1 if this call aborted it. */
-int ag_token_abort(ag_token* t, ag_reason_e reason);
-/* Blocks until aborted or timeout_ns passed; returns ag_token_aborted(). */
-int ag_token_wait(const ag_token* t, int64_t timeout_ns);
-/* Calls fn(arg, reason) once when the token is aborted, on the aborting
- * thread, or at once if it already is. Returns 0 or ENOMEM. */
-int ag_token_on_abort(ag_token* t, ag_abort_fn* fn, void* arg);
+/* ---- A request's state (request_state.h) ---- */
 
-/* Cleanups (registry.h). NULL when out of memory. */
-ag_registry* ag_registry_create(void);
-void ag_registry_destroy(ag_registry* reg);
-/* `identity` (usually the user's function) names it in log lines.
- * Returns 0, EINVAL for a bad `when`, ECANCELED once run, or ENOMEM. */
-int ag_registry_add(ag_registry* reg, ag_cleanup_fn* fn, void* arg, int when, const void* identity);
+/* Listed in this process's in-flight table until destroyed. NULL when out
+ * of memory. */
+ag_state* ag_state_create(const char* uri, const char* handler);
+/* Releases locks still held (returns how many) and frees everything. */
+int ag_state_destroy(ag_state* s);
+
+int ag_state_aborted(const ag_state* s);
+ag_reason_e ag_state_reason(const ag_state* s);
+int64_t ag_state_aborted_at_ns(const ag_state* s);
+int64_t ag_state_start_ns(const ag_state* s);
+/* Aborts with `reason` now; returns 1 if this call aborted it. */
+int ag_state_abort(ag_state* s, ag_reason_e reason);
+/* Blocks until aborted or timeout_ns passed; returns ag_state_aborted(). */
+int ag_state_wait(const ag_state* s, int64_t timeout_ns);
+/* Calls fn(arg, reason) once when the request is aborted, on the aborting
+ * thread, or at once if it already is. Returns 0 or ENOMEM. */
+int ag_state_on_abort(ag_state* s, ag_abort_fn* fn, void* arg);
+
+/* Cleanups (registry.h). `identity` (usually the user's function) names it
+ * in log lines. Returns 0, EINVAL for a bad `when`, ECANCELED once run, or
+ * ENOMEM. */
+int ag_state_add_cleanup(ag_state* s, ag_cleanup_fn* fn, void* arg, int when, const void* identity);
 /* Runs the selected cleanups newest first, once; slow_ns 0: no threshold. */
-void ag_registry_run(ag_registry* reg, int aborted, int64_t slow_ns, ag_registry_summary* out);
+void ag_state_run_cleanups(ag_state* s, int aborted, int64_t slow_ns, ag_registry_summary* out);
+
+/* Locks `path` (file_lock.h) for the request, waiting up to timeout_ns
+ * (negative: forever). Returns 0, ETIMEDOUT, ECONNABORTED (the client left
+ * while waiting), or the errno of open/lock. A lock held longer than
+ * warn_ns (0: never) is logged at warn when released. */
+int ag_state_lock_file(ag_state* s, const char* path, int exclusive, int64_t timeout_ns,
+                       int64_t warn_ns, ag_lock** out);
+/* Harmless when already released; `lock` stays valid until the state goes. */
+void ag_lock_release(ag_lock* lock);
+/* Releases every lock the request still holds; returns how many. */
+int ag_state_release_locks(ag_state* s);
+
+/* This process's in-flight requests; fn runs under the table's lock: copy,
+ * don't block. */
+void ag_inflight_foreach(ag_inflight_fn* fn, void* ctx);
 
 /* Non-destructive socket check (probe.h): an ag_reason_e, AG_REASON_NONE
  * while the peer is there. Never reads, so it is safe on TLS sockets. */
 int ag_probe_socket(int fd, int ignore_half_close);
-
-/* "250ms", "2s", "1m" -> nanoseconds; returns 1 on success, 0 otherwise. */
-int ag_parse_duration(const char* text, int64_t* ns);
 
 #ifdef __cplusplus
 }

@@ -14,6 +14,7 @@
 #include "clock.h"
 #include "log.h"
 #include "probe.h"
+#include "stats.h"
 
 namespace abortguard {
 
@@ -172,7 +173,7 @@ size_t Monitor::watch_count() const {
     return live_;
 }
 
-void Monitor::dispatch(uint64_t key, uint32_t events) noexcept {
+void Monitor::dispatch(uint64_t key, uint32_t events, int64_t woke_ns) noexcept {
     const uint32_t idx = key_slot(key);
     Slot fired;
     {
@@ -187,7 +188,10 @@ void Monitor::dispatch(uint64_t key, uint32_t events) noexcept {
     }
     // kFiring pins the slot: unwatch() waits, so fd, token and arg stay valid.
     const Reason reason = classify_socket_event(events, fired.fd);
-    const bool first = fired.token->abort(reason, mono_ns());
+    const int64_t now = mono_ns();
+    const bool first = fired.token->abort(reason, now);
+    if (first)
+        stats::record(stats::Latency::kDetection, now - woke_ns);
     AG_LOG(kDebug, "AG0101: client socket %d closed (%s, events 0x%x)", fired.fd,
            reason_name(reason), events);
     if (first && fired.fn != nullptr)
@@ -209,9 +213,10 @@ void Monitor::run() noexcept {
             AG_LOG(kError, "AG0103: epoll_wait failed (errno %d); abort detection stops", errno);
             break;
         }
+        const int64_t woke_ns = mono_ns();
         for (int i = 0; i < n; ++i) {
             if (events[i].data.u64 != kWakeKey)
-                dispatch(events[i].data.u64, events[i].events);
+                dispatch(events[i].data.u64, events[i].events, woke_ns);
         }
     }
     exited_.store(true, std::memory_order_release);

@@ -97,7 +97,8 @@ class Monitor {
     Monitor(int epfd, int wakefd) noexcept : epfd_(epfd), wakefd_(wakefd) {}
 
     void run() noexcept;
-    void dispatch(uint64_t key, uint32_t events) noexcept;
+    // `woke_ns`: when epoll_wait returned the batch holding this event.
+    void dispatch(uint64_t key, uint32_t events, int64_t woke_ns) noexcept;
     uint32_t take_slot();  // mu_ held
 
     const int epfd_;

@@ -26,6 +26,7 @@
 #ifndef ABORTGUARD_HPP
 #define ABORTGUARD_HPP
 
+#include <algorithm>
 #include <chrono>
 #include <exception>
 #include <new>
@@ -36,6 +37,8 @@
 
 #include "httpd.h"
 #include "http_log.h"
+#include "apr_global_mutex.h"
+#include "apr_proc_mutex.h"
 #include "mod_abortguard.h"
 
 namespace abortguard {
@@ -186,6 +189,155 @@ class Request {
     APR_OPTIONAL_FN_TYPE(abortguard_aborted) * aborted_;
     APR_OPTIONAL_FN_TYPE(abortguard_wait) * wait_;
     APR_OPTIONAL_FN_TYPE(abortguard_probe) * probe_;
+};
+
+namespace detail {
+
+// Retries `try_once` until it succeeds, `timeout` passes or the client
+// leaves; the pauses are spent in Request::wait_for, so an abort ends the
+// wait at once. Returns APR_SUCCESS, APR_TIMEUP or APR_ECONNABORTED.
+template <class TryOnce>
+apr_status_t wait_until_acquired(const Request& req, std::chrono::microseconds timeout,
+                                 TryOnce&& try_once) noexcept {
+    using clock = std::chrono::steady_clock;
+    const auto deadline = timeout.count() < 0 ? clock::time_point::max() : clock::now() + timeout;
+    std::chrono::microseconds pause(50);
+    for (;;) {
+        if (try_once()) return APR_SUCCESS;
+        const auto now = clock::now();
+        if (now >= deadline) return APR_TIMEUP;
+        const auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - now);
+        if (req.wait_for(std::min(pause, left))) return APR_ECONNABORTED;
+        pause = std::min(pause * 2, std::chrono::microseconds(2000));
+    }
+}
+
+}  // namespace detail
+
+// A whole-file lock bound to the request (abortguard_lock_file): released by
+// unlock(), by the destructor (also when an exception unwinds), and at the
+// latest by mod_abortguard when the request ends. Move-only.
+//
+//     abortguard::FileLockGuard lock;
+//     apr_status_t rv = lock.acquire(req, "/var/lib/app/db.lock",
+//                                    ABORTGUARD_LOCK_EXCLUSIVE, std::chrono::seconds(5));
+//     if (rv == APR_ECONNABORTED) return OK;  // the client left while we waited
+class FileLockGuard {
+public:
+    FileLockGuard() noexcept = default;
+    ~FileLockGuard() { unlock(); }
+    FileLockGuard(FileLockGuard&& o) noexcept : lock_(std::exchange(o.lock_, nullptr)) {}
+    FileLockGuard& operator=(FileLockGuard&& o) noexcept {
+        if (this != &o) {
+            unlock();
+            lock_ = std::exchange(o.lock_, nullptr);
+        }
+        return *this;
+    }
+    FileLockGuard(const FileLockGuard&) = delete;
+    FileLockGuard& operator=(const FileLockGuard&) = delete;
+
+    // `flags`: ABORTGUARD_LOCK_SHARED or ABORTGUARD_LOCK_EXCLUSIVE; a negative
+    // timeout waits without limit (an abort still ends the wait). Returns
+    // APR_SUCCESS, APR_TIMEUP, APR_ECONNABORTED, APR_ENOTIMPL (mod_abortguard
+    // not loaded) or the status of open/lock.
+    template <class Rep, class Period>
+    apr_status_t acquire(const Request& req, const char* path, int flags,
+                         std::chrono::duration<Rep, Period> timeout) noexcept {
+        auto* lock_file = APR_RETRIEVE_OPTIONAL_FN(abortguard_lock_file);
+        if (lock_file == nullptr) return APR_ENOTIMPL;
+        unlock();
+        const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
+        return lock_file(req.get(), path, flags, static_cast<apr_interval_time_t>(us), &lock_);
+    }
+
+    bool held() const noexcept { return lock_ != nullptr; }
+
+    void unlock() noexcept {
+        if (lock_ == nullptr) return;
+        if (auto* unlock_fn = APR_RETRIEVE_OPTIONAL_FN(abortguard_unlock)) unlock_fn(lock_);
+        lock_ = nullptr;
+    }
+
+private:
+    abortguard_lock_t* lock_ = nullptr;
+};
+
+// How MutexGuard drives a mutex type: std::mutex-like types by default (try_lock
+// and unlock), APR's process and global mutexes by the specialisations below.
+template <class M>
+struct MutexTraits {
+    static bool try_lock(M* m) { return m->try_lock(); }
+    static void unlock(M* m) { m->unlock(); }
+};
+template <>
+struct MutexTraits<apr_global_mutex_t> {
+    static bool try_lock(apr_global_mutex_t* m) { return apr_global_mutex_trylock(m) == APR_SUCCESS; }
+    static void unlock(apr_global_mutex_t* m) { apr_global_mutex_unlock(m); }
+};
+template <>
+struct MutexTraits<apr_proc_mutex_t> {
+    static bool try_lock(apr_proc_mutex_t* m) { return apr_proc_mutex_trylock(m) == APR_SUCCESS; }
+    static void unlock(apr_proc_mutex_t* m) { apr_proc_mutex_unlock(m); }
+};
+
+// Holds a mutex for a request: acquisition waits until the timeout or until
+// the client leaves (then: APR_ECONNABORTED, not locked); the destructor
+// unlocks, also when an exception unwinds, and a request-pool cleanup unlocks
+// as a backstop if the guard was leaked. Move-only; use it on the request's
+// thread (std::mutex must be unlocked by the thread that locked it).
+template <class M>
+class MutexGuard {
+public:
+    MutexGuard() noexcept = default;
+    ~MutexGuard() { unlock(); }
+    MutexGuard(MutexGuard&& o) noexcept : held_(std::exchange(o.held_, nullptr)) {}
+    MutexGuard& operator=(MutexGuard&& o) noexcept {
+        if (this != &o) {
+            unlock();
+            held_ = std::exchange(o.held_, nullptr);
+        }
+        return *this;
+    }
+    MutexGuard(const MutexGuard&) = delete;
+    MutexGuard& operator=(const MutexGuard&) = delete;
+
+    // A negative timeout waits without limit (an abort still ends the wait).
+    template <class Rep, class Period>
+    apr_status_t acquire(const Request& req, M& mutex,
+                         std::chrono::duration<Rep, Period> timeout) noexcept {
+        unlock();
+        const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout);
+        const apr_status_t rv = detail::wait_until_acquired(
+            req, us, [&] { return MutexTraits<M>::try_lock(&mutex); });
+        if (rv != APR_SUCCESS) return rv;
+        held_ = static_cast<Held*>(apr_palloc(req.get()->pool, sizeof(Held)));
+        held_->mutex = &mutex;
+        apr_pool_cleanup_register(req.get()->pool, held_, &Held::backstop, apr_pool_cleanup_null);
+        return APR_SUCCESS;
+    }
+
+    bool held() const noexcept { return held_ != nullptr && held_->mutex != nullptr; }
+
+    void unlock() noexcept {
+        if (!held()) return;
+        MutexTraits<M>::unlock(held_->mutex);
+        held_->mutex = nullptr;  // the backstop finds nothing left to do
+        held_ = nullptr;
+    }
+
+private:
+    // Lives in the request pool, shared by the guard and the backstop.
+    struct Held {
+        M* mutex;
+        static apr_status_t backstop(void* p) {
+            auto* h = static_cast<Held*>(p);
+            if (h->mutex != nullptr) MutexTraits<M>::unlock(h->mutex);
+            h->mutex = nullptr;
+            return APR_SUCCESS;
+        }
+    };
+    Held* held_ = nullptr;
 };
 
 // Runs `handler(Request&)`, which returns an httpd status (OK, DECLINED,

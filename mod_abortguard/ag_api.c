@@ -29,7 +29,7 @@ static const char* abortguard_reason(request_rec* r) {
     if (ctx == NULL || !ag_request_aborted(ctx)) {
         return NULL;
     }
-    return ag_reason_name(ag_token_reason(ag_request_token(ctx)));
+    return ag_reason_name(ag_state_reason(ag_request_state(ctx)));
 }
 
 typedef struct {
@@ -46,14 +46,13 @@ static void run_c_cleanup(void* arg, int aborted) {
 static apr_status_t abortguard_register_cleanup(request_rec* r, abortguard_cleanup_fn* fn,
                                                 void* data, int when) {
     ag_request_ctx* ctx;
-    ag_registry* reg;
     c_cleanup* c;
     int rv;
 
     if (fn == NULL || when < ABORTGUARD_ON_ABORT || when > ABORTGUARD_ALWAYS) {
         return APR_EINVAL;
     }
-    if ((ctx = ctx_of(r)) == NULL || (reg = ag_request_registry(ctx)) == NULL) {
+    if ((ctx = ctx_of(r)) == NULL) {
         return APR_ENOMEM;
     }
     c = apr_palloc(ag_request_owner(ctx)->pool, sizeof(*c));
@@ -61,7 +60,8 @@ static apr_status_t abortguard_register_cleanup(request_rec* r, abortguard_clean
     c->r = ag_request_owner(ctx);
     c->data = data;
     /* The function pointer names the cleanup in log lines (dladdr). */
-    rv = ag_registry_add(reg, run_c_cleanup, c, when, (const void*)(apr_uintptr_t)fn);
+    rv = ag_state_add_cleanup(ag_request_state(ctx), run_c_cleanup, c, when,
+                              (const void*)(apr_uintptr_t)fn);
     return rv == 0 ? APR_SUCCESS : rv == ECANCELED ? APR_EGENERAL : APR_FROM_OS_ERROR(rv);
 }
 
@@ -73,7 +73,7 @@ static apr_status_t abortguard_on_abort(request_rec* r, abortguard_abort_fn* fn,
     if ((ctx = ctx_of(r)) == NULL) {
         return APR_ENOMEM;
     }
-    return ag_token_on_abort(ag_request_token(ctx), fn, data) == 0 ? APR_SUCCESS : APR_ENOMEM;
+    return ag_state_on_abort(ag_request_state(ctx), fn, data) == 0 ? APR_SUCCESS : APR_ENOMEM;
 }
 
 static apr_status_t abortguard_wait(request_rec* r, apr_interval_time_t timeout) {
@@ -82,7 +82,7 @@ static apr_status_t abortguard_wait(request_rec* r, apr_interval_time_t timeout)
         return APR_ENOMEM;
     }
     if (!ag_request_aborted(ctx) && timeout > 0) {
-        ag_token_wait(ag_request_token(ctx), (int64_t)timeout * 1000);
+        ag_state_wait(ag_request_state(ctx), (int64_t)timeout * 1000);
     }
     return ag_request_aborted(ctx) ? APR_ECONNABORTED : APR_TIMEUP;
 }
@@ -110,7 +110,7 @@ static int abortguard_probe(request_rec* r, int flags) {
         r = r->main;
     }
     if ((flags & ABORTGUARD_PROBE_FLUSH) && !ag_request_aborted(ctx) && flush_fails(r)) {
-        ag_token_abort(ag_request_token(ctx), AG_REASON_WRITE);
+        ag_state_abort(ag_request_state(ctx), AG_REASON_WRITE);
     }
     if (flags & ABORTGUARD_PROBE_SOCKET) {
         ag_request_probe_socket(ctx);
@@ -118,7 +118,47 @@ static int abortguard_probe(request_rec* r, int flags) {
     return ag_request_aborted(ctx);
 }
 
+/* Locks. The waiting ends early when the client leaves (unless AbortGuard
+ * Off forbids monitoring: then only the timeout ends it). */
+static apr_status_t abortguard_lock_file(request_rec* r, const char* path, int flags,
+                                         apr_interval_time_t timeout, abortguard_lock_t** lock) {
+    ag_request_ctx* ctx;
+    int64_t timeout_ns = timeout < 0 ? -1 : (int64_t)timeout * 1000;
+    int rv;
+
+    if (path == NULL || lock == NULL ||
+        (flags != ABORTGUARD_LOCK_SHARED && flags != ABORTGUARD_LOCK_EXCLUSIVE)) {
+        return APR_EINVAL;
+    }
+    if ((ctx = ctx_of(r)) == NULL) {
+        return APR_ENOMEM;
+    }
+    rv = ag_state_lock_file(ag_request_state(ctx), path, flags == ABORTGUARD_LOCK_EXCLUSIVE,
+                            timeout_ns, ag_config_lock_warn_ns(ag_request_config(ctx)),
+                            (ag_lock**)lock);
+    switch (rv) {
+        case 0:
+            return APR_SUCCESS;
+        case ETIMEDOUT:
+            return APR_TIMEUP;
+        case ECONNABORTED:
+            return APR_ECONNABORTED;
+        default:
+            return APR_FROM_OS_ERROR(rv);
+    }
+}
+
+static apr_status_t abortguard_unlock(abortguard_lock_t* lock) {
+    if (lock == NULL) {
+        return APR_EINVAL;
+    }
+    ag_lock_release((ag_lock*)lock);
+    return APR_SUCCESS;
+}
+
 void ag_api_register(void) {
+    APR_REGISTER_OPTIONAL_FN(abortguard_lock_file);
+    APR_REGISTER_OPTIONAL_FN(abortguard_unlock);
     APR_REGISTER_OPTIONAL_FN(abortguard_aborted);
     APR_REGISTER_OPTIONAL_FN(abortguard_register_cleanup);
     APR_REGISTER_OPTIONAL_FN(abortguard_wait);

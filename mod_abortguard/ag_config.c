@@ -2,6 +2,7 @@
 #include "ag_config.h"
 
 #include "http_log.h"
+#include "apr_strings.h"
 
 #include "agcore.h"
 #include "mod_abortguard.h"
@@ -23,6 +24,7 @@ void* ag_dir_config_create(apr_pool_t* p, char* dir) {
     conf->half_close = AG_UNSET;
     conf->mark_conn = AG_UNSET;
     conf->cleanup_warn_ns = AG_UNSET;
+    conf->lock_warn_ns = AG_UNSET;
     return conf;
 }
 
@@ -33,6 +35,7 @@ void* ag_dir_config_merge(apr_pool_t* p, void* basev, void* addv) {
     AG_MERGE(merged, base, add, half_close);
     AG_MERGE(merged, base, add, mark_conn);
     AG_MERGE(merged, base, add, cleanup_warn_ns);
+    AG_MERGE(merged, base, add, lock_warn_ns);
     return merged;
 }
 
@@ -50,6 +53,10 @@ int ag_config_forbidden(const ag_dir_config* conf) {
 
 apr_int64_t ag_config_cleanup_warn_ns(const ag_dir_config* conf) {
     return AG_GET(conf, cleanup_warn_ns, AG_DEFAULT_CLEANUP_WARN_NS);
+}
+
+apr_int64_t ag_config_lock_warn_ns(const ag_dir_config* conf) {
+    return AG_GET(conf, lock_warn_ns, 0);
 }
 
 int ag_config_ignores_half_close(const ag_dir_config* conf) {
@@ -85,14 +92,16 @@ static const char* set_mark_conn(cmd_parms* cmd, void* dirconf, int flag) {
     return NULL;
 }
 
-static const char* set_cleanup_warn(cmd_parms* cmd, void* dirconf, const char* arg) {
-    int64_t ns;
-    (void)cmd;
-    if (!ag_parse_duration(arg, &ns)) {
-        return "AbortGuardCleanupWarn takes a duration: a whole number with the unit ms, s or m "
-               "(e.g. 500ms, 2s, 1m; 0s turns the warning off)";
+/* A duration directive; cmd->info is the offset of its apr_int64_t field. */
+static const char* set_duration(cmd_parms* cmd, void* dirconf, const char* arg) {
+    int64_t ns = 0;
+    if (strcasecmp(arg, "off") != 0 && !ag_parse_duration(arg, &ns)) {
+        return apr_pstrcat(cmd->pool, cmd->cmd->name,
+                           " takes a duration: a whole number with the unit ms, s or m "
+                           "(e.g. 500ms, 2s, 1m), or off",
+                           NULL);
     }
-    ((ag_dir_config*)dirconf)->cleanup_warn_ns = ns;
+    *(apr_int64_t*)((char*)dirconf + (apr_uintptr_t)cmd->info) = ns;
     return NULL;
 }
 
@@ -108,6 +117,10 @@ const command_rec ag_directives[] = {
                   "errors do"),
     AP_INIT_FLAG("AbortGuardMarkConnection", set_mark_conn, NULL, AG_SCOPES,
                  "On (default) to set the connection's aborted flag when the client leaves"),
-    AP_INIT_TAKE1("AbortGuardCleanupWarn", set_cleanup_warn, NULL, AG_SCOPES,
-                  "log a cleanup that runs longer than this at warn (default 1s; 0s: never)"),
+    AP_INIT_TAKE1("AbortGuardCleanupWarn", set_duration,
+                  (void*)APR_OFFSETOF(ag_dir_config, cleanup_warn_ns), AG_SCOPES,
+                  "log a cleanup that runs longer than this at warn (default 1s; off: never)"),
+    AP_INIT_TAKE1("AbortGuardLockWarn", set_duration,
+                  (void*)APR_OFFSETOF(ag_dir_config, lock_warn_ns), AG_SCOPES,
+                  "log a lock held longer than this at warn (default off)"),
     {NULL}};

@@ -18,6 +18,7 @@ typedef struct {
     int half_close;              /* AbortGuardHalfClose: ag_half_close_e or AG_UNSET */
     int mark_conn;               /* AbortGuardMarkConnection: 1, 0 or AG_UNSET */
     apr_int64_t cleanup_warn_ns; /* AbortGuardCleanupWarn, 0: off; or AG_UNSET */
+    apr_int64_t lock_warn_ns;    /* AbortGuardLockWarn, 0: off; or AG_UNSET */
 } ag_dir_config;
 
 extern const command_rec ag_directives[];
@@ -33,6 +34,7 @@ int ag_config_enabled(const ag_dir_config* conf);
 /* AbortGuard Off given explicitly: the API must not start monitoring. */
 int ag_config_forbidden(const ag_dir_config* conf);
 apr_int64_t ag_config_cleanup_warn_ns(const ag_dir_config* conf);
+apr_int64_t ag_config_lock_warn_ns(const ag_dir_config* conf);
 int ag_config_ignores_half_close(const ag_dir_config* conf);
 int ag_config_marks_connection(const ag_dir_config* conf);
 

@@ -6,6 +6,7 @@
 #include "http_protocol.h"
 #include "http_request.h"
 
+#include "agstats.h"
 #include "mod_abortguard.h"
 
 APLOG_USE_MODULE(abortguard);
@@ -13,12 +14,10 @@ APLOG_USE_MODULE(abortguard);
 struct ag_request_ctx {
     request_rec* owner; /* owns the pool everything below lives in */
     const ag_dir_config* conf;
-    ag_token* token;
-    ag_registry* registry; /* NULL until a cleanup is registered */
-    ag_watch_id watch;     /* 0 once the socket is no longer watched */
-    int forbidden;         /* AbortGuard Off: failed writes only */
-    int response_done;     /* EOS has passed: the handler's output is complete */
-    int64_t start_ns;
+    ag_state* state;   /* token, cleanups, locks: core-owned memory */
+    ag_watch_id watch; /* 0 once the socket is no longer watched */
+    int forbidden;     /* AbortGuard Off: failed writes only */
+    int response_done; /* EOS has passed: the handler's output is complete */
 };
 
 /* Written in child_init before any request thread exists. */
@@ -53,24 +52,21 @@ static int write_failed(const ag_request_ctx* ctx) {
 
 int ag_request_aborted(ag_request_ctx* ctx) {
     if (write_failed(ctx)) {
-        ag_token_abort(ctx->token, AG_REASON_WRITE); /* no-op if the monitor was first */
+        ag_state_abort(ctx->state, AG_REASON_WRITE); /* no-op if the monitor was first */
     }
-    return ag_token_aborted(ctx->token);
+    return ag_state_aborted(ctx->state);
 }
 
-ag_token* ag_request_token(ag_request_ctx* ctx) {
-    return ctx->token;
+ag_state* ag_request_state(ag_request_ctx* ctx) {
+    return ctx->state;
 }
 
 request_rec* ag_request_owner(ag_request_ctx* ctx) {
     return ctx->owner;
 }
 
-ag_registry* ag_request_registry(ag_request_ctx* ctx) {
-    if (ctx->registry == NULL) {
-        ctx->registry = ag_registry_create();
-    }
-    return ctx->registry;
+const ag_dir_config* ag_request_config(ag_request_ctx* ctx) {
+    return ctx->conf;
 }
 
 /* An HTTP/2 stream's socket is a dummy shared by all streams; mod_http2
@@ -83,15 +79,13 @@ static int client_fd(const ag_request_ctx* ctx, apr_os_sock_t* fd) {
 
 int ag_request_probe_socket(ag_request_ctx* ctx) {
     apr_os_sock_t fd;
-    int reason;
-    if (ag_request_aborted(ctx) || !client_fd(ctx, &fd)) {
-        return ag_token_aborted(ctx->token);
+    if (!ag_request_aborted(ctx) && client_fd(ctx, &fd)) {
+        int reason = ag_probe_socket(fd, ag_config_ignores_half_close(ctx->conf));
+        if (reason != AG_REASON_NONE) {
+            ag_state_abort(ctx->state, reason);
+        }
     }
-    reason = ag_probe_socket(fd, ag_config_ignores_half_close(ctx->conf));
-    if (reason != AG_REASON_NONE) {
-        ag_token_abort(ctx->token, reason);
-    }
-    return ag_token_aborted(ctx->token);
+    return ag_state_aborted(ctx->state);
 }
 
 static void log_cleanups(const ag_request_ctx* ctx, const ag_registry_summary* sum) {
@@ -103,18 +97,29 @@ static void log_cleanups(const ag_request_ctx* ctx, const ag_registry_summary* s
 }
 
 /* A pre-cleanup of the request pool: it runs before the pool's subpools and
- * ordinary cleanups are gone, so cleanups may still use the request. */
+ * ordinary cleanups are gone, so cleanups may still use the request. The
+ * cleanups run before the backstop releases the request's locks: a rollback
+ * may need the lock it ran under. */
 static apr_status_t end_request(void* data) {
     ag_request_ctx* ctx = data;
+    ag_registry_summary sum;
+    int aborted, released;
+
     stop_watching(ctx);
-    if (ctx->registry != NULL) {
-        ag_registry_summary sum;
-        ag_registry_run(ctx->registry, ag_request_aborted(ctx),
-                        ag_config_cleanup_warn_ns(ctx->conf), &sum);
-        log_cleanups(ctx, &sum);
-        ag_registry_destroy(ctx->registry);
+    aborted = ag_request_aborted(ctx); /* before reading the reason: it may set it */
+    ag_stats_request_end(aborted, ag_state_reason(ctx->state), ag_state_start_ns(ctx->state),
+                         ag_state_aborted_at_ns(ctx->state));
+    ag_state_run_cleanups(ctx->state, aborted, ag_config_cleanup_warn_ns(ctx->conf), &sum);
+    log_cleanups(ctx, &sum);
+    ag_stats_cleanups(sum.run, sum.failed, sum.slow);
+    released = ag_state_destroy(ctx->state);
+    if (released > 0) {
+        if (aborted) {
+            ag_stats_count(AG_STAT_LOCKS_RELEASED_BY_ABORT, (uint64_t)released);
+        }
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, ctx->owner,
+                      "AG0204: released %d lock(s) the request still held", released);
     }
-    ag_token_destroy(ctx->token);
     return APR_SUCCESS;
 }
 
@@ -138,7 +143,7 @@ static void watch_socket(ag_request_ctx* ctx) {
     if (child_monitor == NULL || !client_fd(ctx, &fd)) {
         return;
     }
-    rv = ag_monitor_watch(child_monitor, fd, flags, ctx->token,
+    rv = ag_monitor_watch(child_monitor, fd, flags, ctx->state,
                           ag_config_marks_connection(ctx->conf) ? mark_connection : NULL, c,
                           &ctx->watch);
     if (rv != 0) {
@@ -154,12 +159,14 @@ static ag_request_ctx* create_ctx(request_rec* r) {
     ctx->owner = r;
     ctx->conf = ag_config_for(r);
     ctx->forbidden = ag_config_forbidden(ctx->conf);
-    if ((ctx->token = ag_token_create()) == NULL) {
+    if ((ctx->state = ag_state_create(r->uri, r->handler)) == NULL) {
         return NULL;
     }
-    ctx->start_ns = ag_now_ns();
     apr_pool_pre_cleanup_register(r->pool, ctx, end_request);
     ap_set_module_config(r->request_config, &abortguard_module, ctx);
+    if (!ctx->forbidden) {
+        ag_stats_count(AG_STAT_REQUESTS_MONITORED, 1);
+    }
     watch_socket(ctx);
     ap_add_output_filter(AG_EOS_FILTER, ctx, r, r->connection);
     return ctx;
@@ -228,10 +235,10 @@ int ag_request_log_transaction(request_rec* r) {
     if (!ag_request_aborted(ctx)) {
         return DECLINED;
     }
-    reason = ag_reason_name(ag_token_reason(ctx->token));
+    reason = ag_reason_name(ag_state_reason(ctx->state));
     publish(r, reason);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
                   "AG0201: client went away (%s) %" APR_INT64_T_FMT " ms into the request", reason,
-                  (ag_token_aborted_at_ns(ctx->token) - ctx->start_ns) / 1000000);
+                  (ag_state_aborted_at_ns(ctx->state) - ag_state_start_ns(ctx->state)) / 1000000);
     return DECLINED;
 }

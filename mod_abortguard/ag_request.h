@@ -33,11 +33,11 @@ ag_request_ctx* ag_request_ctx_get(request_rec* r, int create);
 /* Whether the client went away: the monitor's verdict, or a failed write
  * (c->aborted), which is folded into the token as reason "write". */
 int ag_request_aborted(ag_request_ctx* ctx);
-ag_token* ag_request_token(ag_request_ctx* ctx);
+/* The core's record of the request: token, cleanups, locks. */
+ag_state* ag_request_state(ag_request_ctx* ctx);
+const ag_dir_config* ag_request_config(ag_request_ctx* ctx);
 /* The request the context belongs to (it owns the pool). */
 request_rec* ag_request_owner(ag_request_ctx* ctx);
-/* The registry of cleanups, created on first use; NULL when out of memory. */
-ag_registry* ag_request_registry(ag_request_ctx* ctx);
 /* Synchronous socket check; marks the token on a verdict. No-op (returns
  * the current state) when monitoring is forbidden or there is no socket. */
 int ag_request_probe_socket(ag_request_ctx* ctx);

@@ -38,7 +38,7 @@
 extern "C" {
 #endif
 
-#define ABORTGUARD_VERSION "0.2.0"
+#define ABORTGUARD_VERSION "0.3.0"
 
 #define ABORTGUARD_ENV_ABORTED "ABORTGUARD_ABORTED"
 #define ABORTGUARD_ENV_REASON "ABORTGUARD_REASON"
@@ -95,6 +95,26 @@ APR_DECLARE_OPTIONAL_FN(apr_status_t, abortguard_wait,
  * never adds bytes to the body. Before the response has started it flushes
  * only the connection, so the status and headers stay open. */
 APR_DECLARE_OPTIONAL_FN(int, abortguard_probe, (request_rec * r, int flags));
+
+/* Locks bound to the request (OFD file locks: they exclude other threads of
+ * the same process as well as other processes). A lock the handler does not
+ * unlock is released when the request ends, whatever happened; waiting for
+ * one ends as soon as the client leaves. */
+typedef struct abortguard_lock_t abortguard_lock_t;
+#define ABORTGUARD_LOCK_SHARED 1
+#define ABORTGUARD_LOCK_EXCLUSIVE 2
+
+/* Opens `path` (created 0644 if missing) and locks the whole file, waiting
+ * up to `timeout` microseconds (0: try once; negative: no limit). Returns
+ * APR_SUCCESS; APR_TIMEUP; APR_ECONNABORTED if the client left while
+ * waiting; APR_EINVAL for bad arguments; otherwise the errno-based status of
+ * open/lock. `*lock` stays valid until the request ends. */
+APR_DECLARE_OPTIONAL_FN(apr_status_t, abortguard_lock_file,
+                        (request_rec * r, const char* path, int flags, apr_interval_time_t timeout,
+                         abortguard_lock_t** lock));
+
+/* Releases the lock; unlocking twice is harmless. */
+APR_DECLARE_OPTIONAL_FN(apr_status_t, abortguard_unlock, (abortguard_lock_t * lock));
 
 /* Not part of the original contract, available since 0.2.0: */
 

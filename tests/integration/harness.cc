@@ -563,6 +563,34 @@ testing::AssertionResult Httpd::stop() {
     return testing::AssertionFailure() << options_.name << ": " << trouble;
 }
 
+testing::AssertionResult Httpd::graceful() {
+    if (pid_ <= 0)
+        return testing::AssertionFailure() << "httpd is not running";
+    // The parent logs this once per generation it starts (AH00163/AH00292).
+    auto generations = [this] {
+        size_t n = 0;
+        LogCursor all;
+        all.start_at(error_log_path(), 0);
+        for (const auto& line : all.new_lines())
+            n += line.find("resuming normal operations") != std::string::npos;
+        return n;
+    };
+    const size_t before = generations();
+    ::kill(pid_, SIGUSR1);
+    Deadline deadline(kStartTimeout);
+    while (generations() <= before) {
+        if (deadline.expired())
+            return testing::AssertionFailure() << "no new generation within 10 s";
+        std::this_thread::sleep_for(kPollInterval);
+    }
+    while (!answers()) {
+        if (deadline.expired())
+            return testing::AssertionFailure() << "no answer after the graceful restart";
+        std::this_thread::sleep_for(kPollInterval);
+    }
+    return testing::AssertionSuccess();
+}
+
 std::vector<std::string> Httpd::unchecked_problems() {
     off_t checked_to = 0;
     for (const auto& pattern : options_.tolerated_log_lines)

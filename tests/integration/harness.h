@@ -132,11 +132,15 @@ class Httpd {
     // SIGTERM, bounded wait, SIGKILL; then checks that nothing is left and
     // that the error log tail has no problems.
     testing::AssertionResult stop();
+    // Graceful restart (SIGUSR1, as `apachectl graceful`): waits until the
+    // new generation has logged that it resumed and answers again (10 s).
+    testing::AssertionResult graceful();
     // Writes the run dir and config only (for `apache2 -t`).
     testing::AssertionResult prepare();
     CommandResult check_syntax() const;  // apache2 -t -f conf
 
     bool running() const { return pid_ > 0; }
+    pid_t pid() const { return pid_; }  // the parent process
     int port() const { return port_; }
     int tls_port() const { return tls_port_; }
     const HttpdOptions& options() const { return options_; }

@@ -1,0 +1,168 @@
+// Stats: server-wide counters and latency histograms in memory shared by all
+// of httpd's children, so one status page covers every process.
+//
+// The memory is the caller's (httpd's glue maps it in the parent before the
+// children fork); this file only gives it a fixed layout: a header, then one
+// Slot per child process. A child counts into its own slot with relaxed
+// atomic increments: no lock on the request path, and no cache line bounced
+// between processes. A reader sums the slots into a Snapshot. The counts are
+// monotonic; a reader that wants rates subtracts two snapshots.
+//
+// A block is reused across httpd's graceful restarts and child replacements:
+// a new child in a slot adds to what its predecessor counted. The layout is
+// versioned (kLayoutVersion): memory formatted by another layout is refused,
+// not misread.
+//
+// Thread contract:
+//  - format()/attach-by-layout (Block::open) and set_current(): one thread,
+//    before the threads that count start (httpd: post_config, child_init).
+//  - count()/count_abort()/record(): any thread, including the monitor
+//    thread and, across processes, any child; lock-free and noexcept.
+//  - Block::snapshot(): any thread or process, concurrently with counting;
+//    each value is read atomically, the set of them is not one instant.
+#ifndef ABORTGUARD_STATS_H
+#define ABORTGUARD_STATS_H
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+
+namespace abortguard {
+namespace stats {
+
+// Values are part of the C boundary (agstats.h mirrors them); append only,
+// before kCounterCount.
+enum class Counter : uint32_t {
+    kRequestsMonitored = 0,
+    kCleanupsRun,
+    kCleanupsFailed,
+    kCleanupsSlow,
+    kLocksReleasedByAbort,
+    kStopNotices,
+    kGraceActions,
+};
+constexpr uint32_t kCounterCount = 7;
+// Reserved room, so counters can be added without a new layout version.
+constexpr uint32_t kCounterSlots = 16;
+
+enum class Latency : uint32_t {
+    kDetection = 0,   // kernel event seen (epoll_wait returned) -> token fired
+    kRequestToAbort,  // request start -> abort detected
+};
+constexpr uint32_t kLatencyCount = 2;
+
+// Aborts are counted by Reason value (reason.h); room for reasons to come
+// (h2-reset, server-stop, ...). Larger values count in the last entry.
+constexpr uint32_t kReasonSlots = 16;
+
+// log2 buckets of microseconds: bucket 0 holds [0, 1) us, bucket i (1 <= i
+// < kBuckets - 1) holds [2^(i-1), 2^i) us, the last one everything from
+// 2^(kBuckets-2) us (about 18 minutes) on.
+constexpr uint32_t kBuckets = 32;
+
+// Which bucket `us` microseconds fall into.
+uint32_t bucket_of(int64_t us) noexcept;
+// The exclusive upper bound of bucket `i` in microseconds; 0 for the last,
+// open-ended bucket.
+uint64_t bucket_upper_us(uint32_t i) noexcept;
+
+static_assert(std::atomic<uint64_t>::is_always_lock_free,
+              "shared-memory counters need address-free (lock-free) atomics");
+
+struct Histogram {
+    std::atomic<uint64_t> buckets[kBuckets];
+    std::atomic<uint64_t> count;
+    std::atomic<uint64_t> sum_us;
+    std::atomic<uint64_t> max_us;
+};
+
+// One child process's counters. Aligned so that two children never write
+// the same cache line.
+struct alignas(64) Slot {
+    std::atomic<uint64_t> pid;  // the last process that attached (0: never)
+    std::atomic<uint64_t> counters[kCounterSlots];
+    std::atomic<uint64_t> aborts[kReasonSlots];
+    Histogram latency[kLatencyCount];
+};
+
+// A histogram summed over all slots, plain values.
+struct HistogramSnapshot {
+    uint64_t buckets[kBuckets] = {};
+    uint64_t count = 0;
+    uint64_t sum_us = 0;
+    uint64_t max_us = 0;
+    // An upper estimate of the q-quantile (0 < q <= 1): the upper bound of
+    // the bucket it falls in (capped at max_us); 0 when empty.
+    uint64_t quantile_us(double q) const noexcept;
+};
+
+struct Snapshot {
+    uint64_t counters[kCounterSlots] = {};
+    uint64_t aborts[kReasonSlots] = {};
+    uint64_t aborts_total = 0;
+    HistogramSnapshot latency[kLatencyCount];
+    uint32_t slots = 0;       // slots in the block
+    uint32_t slots_used = 0;  // slots a process has attached to
+    uint64_t created_unix = 0;
+    uint64_t generations = 0;  // times the block was reopened (httpd: restarts)
+
+    uint64_t get(Counter c) const noexcept { return counters[static_cast<uint32_t>(c)]; }
+};
+
+// A view of caller-provided memory as a stats block. Never owns the memory;
+// constructed and destroyed in place by format()/open(), it has no state of
+// its own beyond that memory.
+class Block {
+  public:
+    // Bytes needed for `nslots` slots (header included).
+    static size_t bytes_for(uint32_t nslots) noexcept;
+
+    // Formats `len` bytes at `mem` (64-byte aligned, at least
+    // bytes_for(nslots)) as an empty block stamped with `created_unix`.
+    // nullptr if it does not fit.
+    static Block* format(void* mem, size_t len, uint32_t nslots, uint64_t created_unix) noexcept;
+
+    // The block already in `mem`, if it has this layout and at least
+    // `min_slots` slots; nullptr otherwise (another version, or garbage).
+    // Counts one more generation.
+    static Block* open(void* mem, size_t len, uint32_t min_slots) noexcept;
+
+    Block(const Block&) = delete;
+    Block& operator=(const Block&) = delete;
+
+    uint32_t nslots() const noexcept { return nslots_; }
+    // nullptr when i >= nslots().
+    Slot* slot(uint32_t i) noexcept;
+
+    Snapshot snapshot() const noexcept;
+
+  private:
+    Block(uint32_t nslots, uint64_t created_unix) noexcept;
+    const Slot* slots() const noexcept;
+
+    static constexpr uint64_t kMagic = 0x5354534741424741ull;  // "AGBAGSTS"
+    static constexpr uint32_t kLayoutVersion = 1;
+
+    uint64_t magic_;
+    uint32_t version_;
+    uint32_t nslots_;
+    uint64_t slot_size_;
+    uint64_t created_unix_;
+    std::atomic<uint64_t> generations_;
+};
+
+// The slot this process counts into; nullptr (the default) makes every
+// counting call a no-op, so code under test counts nothing by default.
+void set_current(Slot* slot) noexcept;
+Slot* current() noexcept;
+
+void count(Counter c, uint64_t n = 1) noexcept;
+// `reason` is a Reason value.
+void count_abort(uint32_t reason) noexcept;
+// A negative duration (clock skew between two readings) counts as 0.
+void record(Latency which, int64_t ns) noexcept;
+
+}  // namespace stats
+}  // namespace abortguard
+
+#endif  // ABORTGUARD_STATS_H

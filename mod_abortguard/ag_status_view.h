@@ -1,0 +1,45 @@
+/* What the status outputs show, gathered once per request: the counters
+ * summed over all children and a copy of the serving child's in-flight
+ * monitored requests. The renderers (ag_status_render.c) only format it.
+ *
+ * Thread contract: a view belongs to one request thread. */
+#ifndef AG_STATUS_VIEW_H
+#define AG_STATUS_VIEW_H
+
+#include "httpd.h"
+
+#include "agcore.h"
+#include "agstats.h"
+
+typedef struct {
+    int have_counters; /* the shared memory exists */
+    ag_stats_snapshot stats;
+    int have_inflight;          /* the core can list in-flight requests */
+    apr_array_header_t* flight; /* of ag_inflight_info, oldest first */
+    int64_t now_ns;             /* CLOCK_MONOTONIC when gathered */
+    apr_time_t now;             /* wall clock, for display */
+    pid_t pid;                  /* the serving child */
+    int generation;             /* httpd's configuration generation */
+} ag_status_view;
+
+ag_status_view* ag_status_view_gather(request_rec* r);
+
+/* Labels shared by the outputs. "Requests monitored", ... */
+const char* ag_status_counter_label(ag_stat_e which);
+/* "Detection latency", "Request to abort latency" */
+const char* ag_status_latency_label(ag_latency_e which);
+/* What the latency measures, for humans. */
+const char* ag_status_latency_meaning(ag_latency_e which);
+/* The reason's name for reasons the core knows ("fin", ...), NULL for an
+ * unused entry; the last entry collects unknown reasons ("other"). */
+const char* ag_status_reason_name(int reason);
+
+/* The renderers (ag_status_render.c). `prefix` starts every ?auto key. */
+void ag_status_render_html(request_rec* r, const ag_status_view* v);
+void ag_status_render_auto(request_rec* r, const ag_status_view* v, const char* prefix,
+                           int with_buckets);
+void ag_status_render_json(request_rec* r, const ag_status_view* v);
+/* The section inside mod_status's own HTML page. */
+void ag_status_render_section(request_rec* r, const ag_status_view* v);
+
+#endif /* AG_STATUS_VIEW_H */

@@ -1,0 +1,137 @@
+#include <errno.h>
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "clock.h"
+#include "log.h"
+#include "request_state.h"
+
+using abortguard::LockMode;
+using abortguard::mono_ns;
+using abortguard::Reason;
+using abortguard::RequestState;
+
+namespace {
+
+constexpr int64_t kMs = 1000000;
+
+struct TempFile {
+    std::string path;
+    TempFile() {
+        char tmpl[] = "/tmp/ag-state-XXXXXX";
+        const int fd = mkstemp(tmpl);
+        close(fd);
+        path = tmpl;
+    }
+    ~TempFile() { unlink(path.c_str()); }
+};
+
+std::vector<ag_inflight_info> inflight() {
+    std::vector<ag_inflight_info> out;
+    RequestState::for_each(
+        [](const ag_inflight_info* info, void* ctx) {
+            static_cast<std::vector<ag_inflight_info>*>(ctx)->push_back(*info);
+        },
+        &out);
+    return out;
+}
+
+TEST(RequestState, ListedInFlightWithItsLocksUntilDestroyed) {
+    TempFile f;
+    {
+        RequestState s("/report?id=1", "report-handler");
+        RequestState::HeldLock* lock = nullptr;
+        ASSERT_TRUE(s.lock_file(f.path.c_str(), LockMode::kExclusive, mono_ns(), 0, &lock).is_ok());
+        auto all = inflight();
+        ASSERT_EQ(all.size(), 1u);
+        EXPECT_STREQ(all[0].uri, "/report?id=1");
+        EXPECT_STREQ(all[0].handler, "report-handler");
+        ASSERT_EQ(all[0].nlocks, 1);
+        EXPECT_EQ(all[0].locks[0].path, f.path);
+        EXPECT_EQ(all[0].locks[0].exclusive, 1);
+        EXPECT_EQ(all[0].aborted_at_ns, 0);
+        s.token().abort(Reason::kRst, mono_ns());
+        EXPECT_EQ(inflight()[0].reason, static_cast<int>(Reason::kRst));
+    }
+    EXPECT_TRUE(inflight().empty());
+}
+
+TEST(RequestState, ForgottenLocksAreReleasedWhenTheRequestEnds) {
+    TempFile f;
+    {
+        RequestState forgetful("/a", "h");
+        RequestState::HeldLock* lock = nullptr;
+        ASSERT_TRUE(
+            forgetful.lock_file(f.path.c_str(), LockMode::kExclusive, mono_ns(), 0, &lock).is_ok());
+    }  // never unlocked
+    RequestState next("/b", "h");
+    RequestState::HeldLock* lock = nullptr;
+    EXPECT_TRUE(next.lock_file(f.path.c_str(), LockMode::kExclusive, mono_ns(), 0, &lock).is_ok());
+}
+
+TEST(RequestState, ReleaseIsIdempotentAndCounted) {
+    TempFile f;
+    RequestState s("/a", "h");
+    RequestState::HeldLock *a = nullptr, *b = nullptr;
+    ASSERT_TRUE(s.lock_file(f.path.c_str(), LockMode::kShared, mono_ns(), 0, &a).is_ok());
+    ASSERT_TRUE(s.lock_file(f.path.c_str(), LockMode::kShared, mono_ns(), 0, &b).is_ok());
+    EXPECT_EQ(s.held_locks(), 2);
+    RequestState::release_lock(a);
+    RequestState::release_lock(a);
+    EXPECT_EQ(s.held_locks(), 1);
+    EXPECT_EQ(s.release_locks(), 1);
+    EXPECT_EQ(s.release_locks(), 0);
+}
+
+TEST(RequestState, WaitingForALockEndsWhenTheClientLeaves) {
+    TempFile f;
+    RequestState holder("/holder", "h"), waiter("/waiter", "h");
+    RequestState::HeldLock* held = nullptr;
+    ASSERT_TRUE(
+        holder.lock_file(f.path.c_str(), LockMode::kExclusive, mono_ns(), 0, &held).is_ok());
+    waiter.token().abort(Reason::kFin, mono_ns());
+    RequestState::HeldLock* none = nullptr;
+    const auto st =
+        waiter.lock_file(f.path.c_str(), LockMode::kExclusive, mono_ns() + 5000 * kMs, 0, &none);
+    EXPECT_EQ(st.code(), ECONNABORTED);
+    EXPECT_EQ(none, nullptr);
+}
+
+struct WarnCapture {
+    static std::vector<std::string>& lines() {
+        static std::vector<std::string> l;
+        return l;
+    }
+    static void sink(abortguard::log::Level level, const char* msg, void*) {
+        if (level == abortguard::log::Level::kWarn)
+            lines().emplace_back(msg);
+    }
+};
+
+TEST(RequestState, ALockHeldTooLongIsLoggedOnceAtWarn) {
+    TempFile f;
+    abortguard::log::set_sink(WarnCapture::sink, nullptr, abortguard::log::Level::kDebug);
+    WarnCapture::lines().clear();
+    {
+        RequestState s("/slow-holder", "h");
+        RequestState::HeldLock *slow = nullptr, *quick = nullptr;
+        ASSERT_TRUE(
+            s.lock_file(f.path.c_str(), LockMode::kShared, mono_ns(), 20 * kMs, &slow).is_ok());
+        ASSERT_TRUE(
+            s.lock_file(f.path.c_str(), LockMode::kShared, mono_ns(), 5000 * kMs, &quick).is_ok());
+        usleep(30 * 1000);  // hold past the first threshold only
+        RequestState::release_lock(slow);
+        RequestState::release_lock(slow);
+    }
+    abortguard::log::set_sink(nullptr, nullptr, abortguard::log::Level::kError);
+    ASSERT_EQ(WarnCapture::lines().size(), 1u);
+    EXPECT_NE(WarnCapture::lines()[0].find(f.path), std::string::npos);
+    EXPECT_NE(WarnCapture::lines()[0].find("/slow-holder"), std::string::npos);
+}
+
+}  // namespace
