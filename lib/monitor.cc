@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <climits>
 #include <new>
 #include <system_error>
 
@@ -92,9 +94,7 @@ bool Monitor::stop(int64_t bound_ns) noexcept {
     if (joined_ || !thread_.joinable())
         return true;
     stopping_.store(true, std::memory_order_release);
-    const uint64_t one = 1;
-    while (::write(wakefd_, &one, sizeof one) < 0 && errno == EINTR) {
-    }
+    wake();
     // Poll instead of waiting on a condition: no lock, signal-safe calls only.
     const int64_t deadline = mono_ns() + bound_ns;
     while (!exited_.load(std::memory_order_acquire)) {
@@ -203,10 +203,28 @@ void Monitor::dispatch(uint64_t key, uint32_t events, int64_t woke_ns) noexcept 
     fired_.notify_all();
 }
 
+// epoll_wait's timeout for the next timer: rounded up to whole ms, so a
+// timer never fires early.
+int Monitor::wait_ms() const {
+    const int64_t next = timers_.next_deadline();
+    if (next == INT64_MAX)
+        return -1;
+    const int64_t left = next - mono_ns();
+    if (left <= 0)
+        return 0;
+    return static_cast<int>(std::min<int64_t>((left + 999999) / 1000000, INT32_MAX));
+}
+
+void Monitor::wake() noexcept {
+    const uint64_t one = 1;
+    while (::write(wakefd_, &one, sizeof one) < 0 && errno == EINTR) {
+    }
+}
+
 void Monitor::run() noexcept {
     struct epoll_event events[kBatch];
     while (!stopping_.load(std::memory_order_acquire)) {
-        const int n = epoll_wait(epfd_, events, kBatch, -1);
+        const int n = epoll_wait(epfd_, events, kBatch, wait_ms());
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -215,11 +233,34 @@ void Monitor::run() noexcept {
         }
         const int64_t woke_ns = mono_ns();
         for (int i = 0; i < n; ++i) {
-            if (events[i].data.u64 != kWakeKey)
+            if (events[i].data.u64 == kWakeKey) {
+                uint64_t drained;
+                while (::read(wakefd_, &drained, sizeof drained) < 0 && errno == EINTR) {
+                }
+            } else {
                 dispatch(events[i].data.u64, events[i].events, woke_ns);
+            }
         }
+        timers_.run_due(mono_ns());
     }
     exited_.store(true, std::memory_order_release);
+}
+
+Status Monitor::add_timer(int64_t deadline_ns, TimerFn fn, void* arg, TimerId* id) {
+    try {
+        bool earliest = false;
+        *id = timers_.add(deadline_ns, fn, arg, &earliest);
+        // A sleeping monitor computed its timeout from an older deadline.
+        if (earliest && std::this_thread::get_id() != thread_.get_id())
+            wake();
+        return Status::ok();
+    } catch (const std::bad_alloc&) {
+        return Status::from_errno(ENOMEM, "adding a timer");
+    }
+}
+
+void Monitor::cancel_timer(TimerId id) noexcept {
+    timers_.cancel(id);
 }
 
 }  // namespace abortguard

@@ -39,6 +39,7 @@
 
 #include "reason.h"
 #include "status.h"
+#include "timer_queue.h"
 #include "token.h"
 
 namespace abortguard {
@@ -83,6 +84,16 @@ class Monitor {
 
     size_t watch_count() const;
 
+    // Timers run on the monitor thread (see timer_queue.h for the thread
+    // contract); they let the core act later without a thread of its own:
+    // grace periods, polling a flag that has no file descriptor. The
+    // callback must be short and must not block.
+    using TimerFn = TimerQueue::Fn;
+    using TimerId = TimerQueue::Id;
+    Status add_timer(int64_t deadline_ns, TimerFn fn, void* arg, TimerId* id);
+    // Synchronous, as unwatch(); harmless for a timer that already ran.
+    void cancel_timer(TimerId id) noexcept;
+
   private:
     enum class SlotState : uint8_t { kFree, kArmed, kFiring, kFired };
     struct Slot {
@@ -100,6 +111,8 @@ class Monitor {
     // `woke_ns`: when epoll_wait returned the batch holding this event.
     void dispatch(uint64_t key, uint32_t events, int64_t woke_ns) noexcept;
     uint32_t take_slot();  // mu_ held
+    int wait_ms() const;
+    void wake() noexcept;  // async-signal-safe
 
     const int epfd_;
     const int wakefd_;
@@ -113,6 +126,8 @@ class Monitor {
     std::vector<Slot> slots_;        // guarded by mu_
     std::vector<uint32_t> free_;     // guarded by mu_
     size_t live_ = 0;                // guarded by mu_
+
+    TimerQueue timers_;
 };
 
 }  // namespace abortguard
