@@ -12,6 +12,8 @@
 // cheap enough for a handler's tight loop. wait_until() blocks the caller on a futex and wakes at
 // once when abort() is called from another thread. The token is owned by the request; the monitor
 // only holds it while a watch is registered, and unwatching is synchronous (see monitor.h).
+// Lifetime: a waiter may wake while abort() still runs the callbacks, so the token must
+// outlive whoever aborts it, which unwatch() and cancel_timer() ensure.
 #ifndef ABORTGUARD_TOKEN_H
 #define ABORTGUARD_TOKEN_H
 
