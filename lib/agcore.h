@@ -26,7 +26,9 @@ typedef enum {
     AG_REASON_RST = 2,
     AG_REASON_ERROR = 3,
     AG_REASON_TIMEOUT = 4,
-    AG_REASON_WRITE = 5
+    AG_REASON_WRITE = 5,
+    AG_REASON_H2_RESET = 6,
+    AG_REASON_SERVER_STOP = 7
 } ag_reason_e;
 
 /* Mirrors abortguard::log::Level. */

@@ -14,6 +14,10 @@ const char* reason_name(Reason r) noexcept {
             return "error";
         case Reason::kTimeout:
             return "timeout";
+        case Reason::kH2Reset:
+            return "h2-reset";
+        case Reason::kServerStop:
+            return "server-stop";
         case Reason::kWrite:
             return "write";
     }
