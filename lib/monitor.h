@@ -12,7 +12,14 @@
 // within microseconds; acting on a stale one would hit another connection.
 // Events carry a (slot, generation) id, never a pointer, and a stale id is
 // dropped under the lock. The monitor thread touches only its own slot table
-// and the Token it was handed (which must outlive the watch).
+// and the Token it was handed (which must outlive the watch); it makes no
+// epoll_ctl call of its own.
+//
+// Cost: unwatch() makes no syscall. The epoll registration stays, parked,
+// so that the connection's next request re-arms it with a single MOD; if the
+// socket was closed meanwhile the kernel has dropped the registration, and
+// watch() of the reused number falls back to ADD. Register + unregister is
+// thus one syscall per request.
 //
 // Thread contract:
 //  - create(): any thread; the monitor thread starts with every signal
@@ -42,6 +49,8 @@
 #include "timer_queue.h"
 #include "token.h"
 
+struct epoll_event;
+
 namespace abortguard {
 
 class Monitor {
@@ -54,6 +63,9 @@ class Monitor {
     enum WatchFlags : unsigned {
         // A FIN alone is not an abort (RST and errors still are).
         kIgnoreHalfClose = 1u << 0,
+        // A hint: the socket was never watched before (a new connection),
+        // so registering it takes one syscall, not two.
+        kFreshSocket = 1u << 1,
     };
 
     // Creates the epoll set and starts the monitor thread.
@@ -70,7 +82,7 @@ class Monitor {
     // aborts `token` (first reason wins) and, if that aborted it, calls
     // fn(arg, reason) on the monitor thread. If the condition already holds
     // when watch() is called, it fires at once. `fd` must stay open until
-    // unwatch() returns; one fd may have only one watch at a time.
+    // unwatch() returns; one fd may have only one watch at a time (EBUSY).
     Status watch(int fd, unsigned flags, Token* token, AbortFn fn, void* arg, WatchId* id);
 
     // Removes the watch; synchronous (see the safety property above).
@@ -95,11 +107,12 @@ class Monitor {
     void cancel_timer(TimerId id) noexcept;
 
   private:
-    enum class SlotState : uint8_t { kFree, kArmed, kFiring, kFired };
+    // Slots are indexed by fd number. kParked: unwatched, but the epoll
+    // registration is kept for the connection's next request.
+    enum class SlotState : uint8_t { kUnused, kParked, kArmed, kFiring, kFired };
     struct Slot {
-        uint32_t gen = 1;
-        SlotState state = SlotState::kFree;
-        int fd = -1;
+        uint32_t gen = 0;
+        SlotState state = SlotState::kUnused;
         Token* token = nullptr;
         AbortFn fn = nullptr;
         void* arg = nullptr;
@@ -110,7 +123,7 @@ class Monitor {
     void run() noexcept;
     // `woke_ns`: when epoll_wait returned the batch holding this event.
     void dispatch(uint64_t key, uint32_t events, int64_t woke_ns) noexcept;
-    uint32_t take_slot();  // mu_ held
+    Status arm(int fd, bool parked, unsigned flags, struct epoll_event* ev);  // mu_ held
     int wait_ms() const;
     void wake() noexcept;  // async-signal-safe
 
@@ -124,7 +137,6 @@ class Monitor {
     mutable std::mutex mu_;
     std::condition_variable fired_;  // a slot left kFiring
     std::vector<Slot> slots_;        // guarded by mu_
-    std::vector<uint32_t> free_;     // guarded by mu_
     size_t live_ = 0;                // guarded by mu_
 
     TimerQueue timers_;

@@ -136,8 +136,11 @@ static ag_request_ctx* find_ctx(const request_rec* r) {
 
 static void watch_socket(ag_request_ctx* ctx) {
     apr_os_sock_t fd;
-    unsigned flags = ag_config_ignores_half_close(ctx->conf) ? AG_WATCH_IGNORE_HALF_CLOSE : 0;
     conn_rec* c = ctx->owner->connection;
+    unsigned flags = ag_config_ignores_half_close(ctx->conf) ? AG_WATCH_IGNORE_HALF_CLOSE : 0;
+    if (c->keepalives == 0) {
+        flags |= AG_WATCH_FRESH_SOCKET; /* the connection's first request */
+    }
     int rv;
 
     if (child_monitor == NULL || !client_fd(ctx, &fd)) {

@@ -173,6 +173,29 @@ TEST_F(MonitorTest, TheSameFdCanBeWatchedAgainAfterUnwatch) {
     monitor_->unwatch(id);
 }
 
+// The registration a finished watch leaves parked must not outlive its
+// socket's meaning: the same fd number, now another connection, is watched
+// afresh (the number is forced with dup2), with and without the hint.
+TEST_F(MonitorTest, AReusedFdNumberIsWatchedAfresh) {
+    for (unsigned hint : {0u, unsigned{Monitor::kFreshSocket}}) {
+        auto [old_client, old_server] = listener_.connect_pair();
+        const int number = old_server.get();
+        Token first;
+        Calls calls;
+        monitor_->unwatch(watch(old_server, &first, &calls));
+        auto [client, server] = listener_.connect_pair();
+        Fd reused(old_server.release());
+        ASSERT_EQ(dup2(server.get(), number), number);  // closes the old socket
+        Token second;
+        const auto id = watch(reused, &second, &calls, hint);
+        old_client.reset();  // the old peer leaving must not matter
+        client.reset();
+        ASSERT_TRUE(fires(second));
+        EXPECT_FALSE(first.aborted());
+        monitor_->unwatch(id);
+    }
+}
+
 TEST_F(MonitorTest, UnwatchWaitsForARunningCallback) {
     struct Blocking {
         std::atomic<bool> entered{false};
