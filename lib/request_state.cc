@@ -21,8 +21,19 @@ struct RequestState::HeldLock {
 
 namespace {
 
-std::mutex g_table_mu;
-RequestState* g_table_head = nullptr;  // guarded by g_table_mu
+// The in-flight table, sharded so that request threads registering and
+// leaving at once rarely contend for the same lock.
+struct Shard {
+    std::mutex mu;
+    RequestState* head = nullptr;  // guarded by mu
+};
+constexpr size_t kShards = 16;
+Shard g_shards[kShards];
+
+Shard& shard_of(const void* state) {
+    // States are heap blocks: drop the low bits malloc keeps constant.
+    return g_shards[(reinterpret_cast<uintptr_t>(state) >> 6) % kShards];
+}
 
 void copy_truncated(char* dst, size_t len, const char* src) {
     snprintf(dst, len, "%s", src != nullptr ? src : "");
@@ -33,20 +44,22 @@ void copy_truncated(char* dst, size_t len, const char* src) {
 RequestState::RequestState(const char* uri, const char* handler) noexcept : start_ns_(mono_ns()) {
     copy_truncated(uri_, sizeof uri_, uri);
     copy_truncated(handler_, sizeof handler_, handler);
-    std::lock_guard<std::mutex> lock(g_table_mu);
-    next_ = g_table_head;
+    Shard& shard = shard_of(this);
+    std::lock_guard<std::mutex> lock(shard.mu);
+    next_ = shard.head;
     if (next_ != nullptr)
         next_->prev_ = this;
-    g_table_head = this;
+    shard.head = this;
 }
 
 RequestState::~RequestState() {
     {
-        std::lock_guard<std::mutex> lock(g_table_mu);
+        Shard& shard = shard_of(this);
+        std::lock_guard<std::mutex> lock(shard.mu);
         if (prev_ != nullptr)
             prev_->next_ = next_;
         else
-            g_table_head = next_;
+            shard.head = next_;
         if (next_ != nullptr)
             next_->prev_ = prev_;
     }
@@ -145,11 +158,13 @@ void RequestState::snapshot(ag_inflight_info* info) const {
 }
 
 void RequestState::for_each(ag_inflight_fn* fn, void* ctx) {
-    std::lock_guard<std::mutex> lock(g_table_mu);
-    for (const RequestState* s = g_table_head; s != nullptr; s = s->next_) {
-        ag_inflight_info info;
-        s->snapshot(&info);
-        fn(&info, ctx);
+    for (Shard& shard : g_shards) {
+        std::lock_guard<std::mutex> lock(shard.mu);
+        for (const RequestState* s = shard.head; s != nullptr; s = s->next_) {
+            ag_inflight_info info;
+            s->snapshot(&info);
+            fn(&info, ctx);
+        }
     }
 }
 

@@ -56,7 +56,8 @@ class RequestState {
     int held_locks() const;
 
     // Calls fn for every RequestState of this process, under the table's
-    // lock: fn must copy what it needs and must not block.
+    // locks (one shard at a time): fn must copy what it needs and must not
+    // block.
     static void for_each(ag_inflight_fn* fn, void* ctx);
 
   private:
@@ -72,7 +73,7 @@ class RequestState {
     mutable std::mutex mu_;
     std::vector<std::unique_ptr<HeldLock>> locks_;  // guarded by mu_
 
-    // The in-flight table: an intrusive list guarded by its own mutex.
+    // The in-flight table: intrusive lists, each guarded by its shard's mutex.
     RequestState* prev_ = nullptr;
     RequestState* next_ = nullptr;
 };

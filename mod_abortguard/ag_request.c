@@ -22,6 +22,13 @@ struct ag_request_ctx {
 
 /* Written in child_init before any request thread exists. */
 static ag_monitor* child_monitor;
+/* Written in register_hooks: saves a lookup by name per request. */
+static ap_filter_rec_t* eos_filter;
+
+void ag_request_register_filter(void) {
+    eos_filter =
+        ap_register_output_filter(AG_EOS_FILTER, ag_request_eos_filter, NULL, AP_FTYPE_PROTOCOL);
+}
 
 void ag_request_set_monitor(ag_monitor* monitor) {
     child_monitor = monitor;
@@ -171,7 +178,7 @@ static ag_request_ctx* create_ctx(request_rec* r) {
         ag_stats_count(AG_STAT_REQUESTS_MONITORED, 1);
     }
     watch_socket(ctx);
-    ap_add_output_filter(AG_EOS_FILTER, ctx, r, r->connection);
+    ap_add_output_filter_handle(eos_filter, ctx, r, r->connection);
     return ctx;
 }
 

@@ -85,7 +85,7 @@ static void register_hooks(apr_pool_t* p) {
     ap_hook_fixups(ag_request_fixups, NULL, NULL, APR_HOOK_REALLY_LAST);
     /* Before mod_log_config writes the line. */
     ap_hook_log_transaction(ag_request_log_transaction, NULL, NULL, APR_HOOK_REALLY_FIRST);
-    ap_register_output_filter(AG_EOS_FILTER, ag_request_eos_filter, NULL, AP_FTYPE_PROTOCOL);
+    ag_request_register_filter();
 }
 
 module AP_MODULE_DECLARE_DATA abortguard_module = {STANDARD20_MODULE_STUFF,
