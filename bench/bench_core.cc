@@ -20,12 +20,14 @@
 
 #include "clock.h"
 #include "monitor.h"
+#include "request_state.h"
 #include "sockets.h"
 #include "token.h"
 
 namespace {
 
 using abortguard::Monitor;
+using abortguard::RequestState;
 using abortguard::mono_ns;
 using abortguard::Token;
 
@@ -222,17 +224,17 @@ double heap_per_watch(Monitor* m, int n) {
     pairs.reserve(static_cast<size_t>(n));
     for (int i = 0; i < n; ++i)
         pairs.push_back(listener.connect_pair());
-    std::vector<Token*> tokens(static_cast<size_t>(n));
+    std::vector<RequestState*> states(static_cast<size_t>(n));
     std::vector<Monitor::WatchId> ids(static_cast<size_t>(n));
     const size_t before = mallinfo2().uordblks;
     for (int i = 0; i < n; ++i) {
-        tokens[i] = new Token;
-        m->watch(pairs[i].second.get(), 0, tokens[i], nullptr, nullptr, &ids[i]);
+        states[i] = new RequestState("/reports/2026/q3?format=pdf", "report-handler");
+        m->watch(pairs[i].second.get(), 0, &states[i]->token(), nullptr, nullptr, &ids[i]);
     }
     const size_t after = mallinfo2().uordblks;
     for (int i = 0; i < n; ++i) {
         m->unwatch(ids[i]);
-        delete tokens[i];
+        delete states[i];
     }
     return static_cast<double>(after - before) / n;
 }
@@ -271,7 +273,7 @@ int main(int argc, char** argv) {
         "| |\n",
         static_cast<double>(storm.p50_ns) / 1e3, static_cast<double>(storm.p99_ns) / 1e3,
         static_cast<double>(storm.max_ns) / 1e3);
-    std::printf("| heap per watched request (Token + monitor slot) | %.0f bytes | |\n", heap);
+    std::printf("| heap per monitored request (core request state + monitor slot) | %.0f bytes | |\n", heap);
     m->stop(1000000000);
     return storm.detected == storm.sockets ? 0 : 2;
 }

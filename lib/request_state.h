@@ -66,7 +66,7 @@ class RequestState {
 
     Token token_;
     const int64_t start_ns_;
-    char uri_[128];
+    char uri_[96];  // a prefix is enough to recognise a request
     char handler_[32];
     std::unique_ptr<CleanupRegistry> cleanups_;  // request thread only
 

@@ -7,6 +7,7 @@
 
 #include <climits>
 #include <exception>
+#include <memory>
 #include <new>
 
 #include "clock.h"
@@ -46,30 +47,52 @@ bool Token::abort(Reason reason, int64_t at_ns) noexcept {
     state_.store(kAborted, std::memory_order_seq_cst);
     if (waiters_.load(std::memory_order_seq_cst) != 0)
         futex_wake_all(&state_);
-    std::vector<Pending> callbacks;
-    {
-        std::lock_guard<std::mutex> lock(callbacks_mu_);
-        callbacks.swap(callbacks_);
-        callbacks_taken_ = true;
+    // Oldest first: the stack holds them newest first.
+    Pending* list = callbacks_.exchange(closed(), std::memory_order_acq_rel);
+    Pending* oldest_first = nullptr;
+    while (list != nullptr) {
+        Pending* next = list->next;
+        list->next = oldest_first;
+        oldest_first = list;
+        list = next;
     }
-    for (const Pending& p : callbacks)
-        run_callback(p, reason);
+    while (oldest_first != nullptr) {
+        std::unique_ptr<Pending> p(oldest_first);
+        oldest_first = p->next;
+        run_callback(*p, reason);
+    }
     return true;
 }
 
 bool Token::on_abort(Callback cb, const char* label) noexcept {
-    try {
-        std::unique_lock<std::mutex> lock(callbacks_mu_);
-        if (!callbacks_taken_) {
-            callbacks_.push_back(Pending{std::move(cb), label});
+    std::unique_ptr<Pending> p(new (std::nothrow) Pending{std::move(cb), label, nullptr});
+    if (!p)
+        return false;
+    Pending* head = callbacks_.load(std::memory_order_acquire);
+    while (head != closed()) {
+        p->next = head;
+        if (callbacks_.compare_exchange_weak(head, p.get(), std::memory_order_acq_rel)) {
+            p.release();
             return true;
         }
-    } catch (const std::bad_alloc&) {
-        return false;
     }
     // abort() has already taken the list (so reason_ is published): run now.
-    run_callback(Pending{std::move(cb), label}, reason());
+    run_callback(*p, reason());
     return true;
+}
+
+// The callbacks stack's "abort() has run" mark: an address no node has.
+Token::Pending* Token::closed() noexcept {
+    static char mark;
+    return reinterpret_cast<Pending*>(&mark);
+}
+
+Token::~Token() {
+    Pending* list = callbacks_.load(std::memory_order_acquire);
+    while (list != nullptr && list != closed()) {
+        std::unique_ptr<Pending> p(list);
+        list = p->next;
+    }
 }
 
 void Token::run_callback(const Pending& p, Reason reason) noexcept {

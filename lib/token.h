@@ -20,8 +20,6 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <mutex>
-#include <vector>
 
 #include "reason.h"
 
@@ -32,6 +30,7 @@ class Token {
     using Callback = std::function<void(Reason)>;
 
     Token() noexcept = default;
+    ~Token();
     Token(const Token&) = delete;
     Token& operator=(const Token&) = delete;
 
@@ -66,15 +65,17 @@ class Token {
     Reason reason_ = Reason::kNone;
     int64_t at_ns_ = 0;
 
+    // on_abort() callbacks: a lock-free stack (8 bytes while unused, which
+    // is nearly always); abort() swaps in closed() and runs what it took.
     struct Pending {
         Callback cb;
         const char* label;
+        Pending* next;
     };
     static void run_callback(const Pending& p, Reason reason) noexcept;
+    static Pending* closed() noexcept;
 
-    std::mutex callbacks_mu_;
-    std::vector<Pending> callbacks_;  // guarded by callbacks_mu_
-    bool callbacks_taken_ = false;    // guarded by callbacks_mu_
+    std::atomic<Pending*> callbacks_{nullptr};
 };
 
 }  // namespace abortguard
