@@ -105,6 +105,8 @@ int ag_monitor_watch(ag_monitor* m, int fd, unsigned flags, ag_state* state, ag_
             f |= Monitor::kIgnoreHalfClose;
         if (flags & AG_WATCH_FRESH_SOCKET)
             f |= Monitor::kFreshSocket;
+        if (flags & AG_WATCH_SAME_SOCKET)
+            f |= Monitor::kSameSocket;
         abortguard::Status st = m->impl->watch(fd, f, &state->impl.token(), fn, arg, id);
         return st.is_ok() ? 0 : errno_of(st);
     } catch (...) {

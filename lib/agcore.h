@@ -48,6 +48,7 @@ typedef uint64_t ag_watch_id;
 
 #define AG_WATCH_IGNORE_HALF_CLOSE 1u
 #define AG_WATCH_FRESH_SOCKET 2u /* never watched before: a new connection */
+#define AG_WATCH_SAME_SOCKET 4u  /* the previous watch of this fd was this socket */
 
 typedef void ag_log_sink_fn(ag_log_level_e level, const char* message, void* ctx);
 /* reason: an ag_reason_e value */

@@ -119,10 +119,10 @@ int ctl(int epfd, int op, int fd, struct epoll_event* ev) {
 
 }  // namespace
 
-// One syscall in the common cases: MOD re-arms the registration a previous
-// request on the same connection left parked; ADD registers a new socket.
-// The other op is the fallback when the guess was wrong (the parked socket
-// was closed and its number reused: ENOENT; a registration already there:
+// One syscall when the registration must be (re)armed: MOD re-arms the one
+// a previous watch of this fd left parked; ADD registers a new socket. The
+// other op is the fallback when the guess was wrong (the parked socket was
+// closed and its number reused: ENOENT; a registration already there:
 // EEXIST).
 Status Monitor::arm(int fd, bool parked, unsigned flags, struct epoll_event* ev) {
     const bool try_mod = parked && !(flags & kFreshSocket);
@@ -136,6 +136,7 @@ Status Monitor::arm(int fd, bool parked, unsigned flags, struct epoll_event* ev)
 Status Monitor::watch(int fd, unsigned flags, Token* token, AbortFn fn, void* arg, WatchId* id) {
     if (fd < 0)
         return Status::from_errno(EBADF, "watch");
+    const uint32_t wanted = EPOLLONESHOT | ((flags & kIgnoreHalfClose) ? 0u : uint32_t{EPOLLRDHUP});
     try {
         std::lock_guard<std::mutex> lock(mu_);
         if (stopping_.load(std::memory_order_acquire)) {
@@ -147,15 +148,27 @@ Status Monitor::watch(int fd, unsigned flags, Token* token, AbortFn fn, void* ar
         if (s.state != SlotState::kUnused && s.state != SlotState::kParked) {
             return Status::from_errno(EBUSY, "the socket is already watched");
         }
-        struct epoll_event ev = {};
-        ev.events = EPOLLONESHOT | ((flags & kIgnoreHalfClose) ? 0u : uint32_t{EPOLLRDHUP});
-        ev.data.u64 = make_key(static_cast<uint32_t>(fd), next_gen(s.gen));
-        Status st = arm(fd, s.state == SlotState::kParked, flags, &ev);
-        if (!st.is_ok())
-            return st;
-        s = Slot{next_gen(s.gen), SlotState::kArmed, token, fn, arg};
+        // The same connection's next request, and its registration never
+        // fired: still armed in the kernel for exactly this socket.
+        const bool still_armed =
+            (flags & kSameSocket) && s.state == SlotState::kParked && s.events == wanted;
+        if (!still_armed) {
+            struct epoll_event ev = {};
+            ev.events = wanted;
+            ev.data.u64 = make_key(static_cast<uint32_t>(fd), next_gen(s.kgen));
+            Status st = arm(fd, s.state == SlotState::kParked, flags, &ev);
+            if (!st.is_ok())
+                return st;
+            s.kgen = next_gen(s.kgen);
+            s.events = wanted;
+        }
+        s.epoch = next_gen(s.epoch);
+        s.state = SlotState::kArmed;
+        s.token = token;
+        s.fn = fn;
+        s.arg = arg;
         ++live_;
-        *id = ev.data.u64;
+        *id = make_key(static_cast<uint32_t>(fd), s.epoch);
         return Status::ok();
     } catch (const std::bad_alloc&) {
         return Status::from_errno(ENOMEM, "growing the watch table");
@@ -163,20 +176,28 @@ Status Monitor::watch(int fd, unsigned flags, Token* token, AbortFn fn, void* ar
 }
 
 // No syscall: the registration stays in the epoll set, parked, so that the
-// connection's next request re-arms it with one MOD. An event it still
-// delivers carries the old generation and is dropped; when the socket is
-// closed, the kernel removes the registration itself.
+// connection's next request can take it over as it is, or re-arm it with one
+// MOD if it fired meanwhile. When the socket is closed, the kernel removes
+// the registration itself.
 void Monitor::unwatch(WatchId id) noexcept {
     const uint32_t idx = key_slot(id);
     std::unique_lock<std::mutex> lock(mu_);
-    if (idx >= slots_.size() || slots_[idx].gen != key_gen(id))
+    auto ours = [&] {
+        const Slot& s = slots_[idx];
+        return s.epoch == key_gen(id) && s.state != SlotState::kParked &&
+               s.state != SlotState::kUnused;
+    };
+    if (idx >= slots_.size() || !ours())
         return;
     // The callback for this watch may be running right now: wait it out.
     fired_.wait(lock, [&] { return slots_[idx].state != SlotState::kFiring; });
-    Slot& s = slots_[idx];
-    if (s.gen != key_gen(id) || s.state == SlotState::kParked || s.state == SlotState::kUnused)
+    if (!ours())
         return;
-    s = Slot{next_gen(s.gen), SlotState::kParked, nullptr, nullptr, nullptr};
+    Slot& s = slots_[idx];
+    s.state = SlotState::kParked;
+    s.token = nullptr;
+    s.fn = nullptr;
+    s.arg = nullptr;
     --live_;
 }
 
@@ -193,8 +214,11 @@ void Monitor::dispatch(uint64_t key, uint32_t events, int64_t woke_ns) noexcept 
         if (idx >= slots_.size())
             return;
         Slot& s = slots_[idx];
-        if (s.gen != key_gen(key) || s.state != SlotState::kArmed)
-            return;
+        if (s.kgen != key_gen(key))
+            return;    // a registration this slot no longer uses
+        s.events = 0;  // one-shot: the kernel has disabled it
+        if (s.state != SlotState::kArmed)
+            return;  // parked: no watch wants it
         s.state = SlotState::kFiring;
         fired = s;
     }

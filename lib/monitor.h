@@ -15,11 +15,12 @@
 // and the Token it was handed (which must outlive the watch); it makes no
 // epoll_ctl call of its own.
 //
-// Cost: unwatch() makes no syscall. The epoll registration stays, parked,
-// so that the connection's next request re-arms it with a single MOD; if the
-// socket was closed meanwhile the kernel has dropped the registration, and
-// watch() of the reused number falls back to ADD. Register + unregister is
-// thus one syscall per request.
+// Cost: unwatch() makes no syscall. The epoll registration stays, parked;
+// the connection's next request takes it over as it is (kSameSocket, no
+// syscall) or re-arms it with one MOD if it fired meanwhile; a new socket is
+// ADDed (if a closed socket's number is reused, the kernel has dropped the
+// old registration and MOD falls back to ADD). Events carry the key's kernel
+// generation; WatchIds carry a per-watch epoch.
 //
 // Thread contract:
 //  - create(): any thread; the monitor thread starts with every signal
@@ -57,7 +58,7 @@ class Monitor {
   public:
     // `reason` is a Reason value, passed as int so C callbacks fit exactly.
     using AbortFn = void (*)(void* arg, int reason);
-    // (generation << 32 | slot); 0 is never a valid id.
+    // (epoch << 32 | fd); 0 is never a valid id.
     using WatchId = uint64_t;
 
     enum WatchFlags : unsigned {
@@ -66,6 +67,11 @@ class Monitor {
         // A hint: the socket was never watched before (a new connection),
         // so registering it takes one syscall, not two.
         kFreshSocket = 1u << 1,
+        // The previous watch of this fd was on this very socket, which has
+        // stayed open since (the same connection's next request): if that
+        // registration never fired it is taken over without a syscall.
+        // Wrong use misses events, so only pass it when it is certain.
+        kSameSocket = 1u << 2,
     };
 
     // Creates the epoll set and starts the monitor thread.
@@ -111,7 +117,9 @@ class Monitor {
     // registration is kept for the connection's next request.
     enum class SlotState : uint8_t { kUnused, kParked, kArmed, kFiring, kFired };
     struct Slot {
-        uint32_t gen = 0;
+        uint32_t kgen = 0;    // generation in the kernel registration's key
+        uint32_t epoch = 0;   // generation of the latest watch (its WatchId)
+        uint32_t events = 0;  // the registration's events while armed; 0 once it fired
         SlotState state = SlotState::kUnused;
         Token* token = nullptr;
         AbortFn fn = nullptr;

@@ -22,6 +22,8 @@ struct ag_request_ctx {
 
 /* Written in child_init before any request thread exists. */
 static ag_monitor* child_monitor;
+/* The conn_config mark of a connection one of whose requests was watched. */
+static char watched_before;
 /* Written in register_hooks: saves a lookup by name per request. */
 static ap_filter_rec_t* eos_filter;
 
@@ -141,22 +143,30 @@ static ag_request_ctx* find_ctx(const request_rec* r) {
     return NULL;
 }
 
-static void watch_socket(ag_request_ctx* ctx) {
-    apr_os_sock_t fd;
-    conn_rec* c = ctx->owner->connection;
+/* A conn_rec has one socket for its whole life: once a request of this
+ * connection was watched, the next one may take its registration over. */
+static unsigned watch_flags(const ag_request_ctx* ctx, conn_rec* c) {
     unsigned flags = ag_config_ignores_half_close(ctx->conf) ? AG_WATCH_IGNORE_HALF_CLOSE : 0;
-    if (c->keepalives == 0) {
-        flags |= AG_WATCH_FRESH_SOCKET; /* the connection's first request */
+    if (ap_get_module_config(c->conn_config, &abortguard_module) != NULL) {
+        return flags | AG_WATCH_SAME_SOCKET;
     }
+    return flags | AG_WATCH_FRESH_SOCKET;
+}
+
+static void watch_socket(ag_request_ctx* ctx) {
+    conn_rec* c = ctx->owner->connection;
+    apr_os_sock_t fd;
     int rv;
 
     if (child_monitor == NULL || !client_fd(ctx, &fd)) {
         return;
     }
-    rv = ag_monitor_watch(child_monitor, fd, flags, ctx->state,
+    rv = ag_monitor_watch(child_monitor, fd, watch_flags(ctx, c), ctx->state,
                           ag_config_marks_connection(ctx->conf) ? mark_connection : NULL, c,
                           &ctx->watch);
-    if (rv != 0) {
+    if (rv == 0) {
+        ap_set_module_config(c->conn_config, &abortguard_module, &watched_before);
+    } else {
         ctx->watch = 0;
         ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, ctx->owner,
                       "AG0202: cannot watch the client socket; abort detection is off for "
