@@ -13,13 +13,18 @@
  *   abortguard-test         query: ms=N (run time, default 5000),
  *                           flush=1 (send "started\n" at once, default 0),
  *                           poll=1 (check c->aborted every ms, default 1),
- *                           bytes=N (body bytes written at the end).
+ *                           bytes=N (body bytes written at the end),
+ *                           mark=PATH (create this file when the handler
+ *                           starts: a test's sign that it runs, for a
+ *                           handler that writes nothing yet).
  *                           Ends with "done\n" unless the abort was noticed.
  *   abortguard-test-upload  reads the whole request body, optional
  *                           delay_ms=N between reads, answers "received N\n".
  */
+#include <fcntl.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* httpd.h first: the other httpd headers depend on it. */
 #include "httpd.h"
@@ -95,6 +100,12 @@ static int slow_handler(request_rec* r) {
     ap_args_to_table(r, &args);
     flush = arg_int(args, "flush", 0) != 0;
     poll = arg_int(args, "poll", 1) != 0;
+    if (apr_table_get(args, "mark") != NULL) {
+        int fd = open(apr_table_get(args, "mark"), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
 
     ap_set_content_type(r, "text/plain");
     if (flush) {
