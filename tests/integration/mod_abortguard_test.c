@@ -13,6 +13,9 @@
  *   abortguard-test         query: ms=N (run time, default 5000),
  *                           flush=1 (send "started\n" at once, default 0),
  *                           poll=1 (check c->aborted every ms, default 1),
+ *                           api=1 (instead, sleep in one abortguard_wait()
+ *                           for the whole time: only mod_abortguard's own
+ *                           verdict ends it early),
  *                           bytes=N (body bytes written at the end),
  *                           mark=PATH (create this file when the handler
  *                           starts: a test's sign that it runs, for a
@@ -35,7 +38,27 @@
 #include "http_request.h"
 #include "util_script.h"
 
+#include "mod_abortguard.h"
+
 module AP_MODULE_DECLARE_DATA abortguard_test_module;
+
+static APR_OPTIONAL_FN_TYPE(abortguard_wait) * ag_wait;
+
+static void retrieve_api(void) {
+    ag_wait = APR_RETRIEVE_OPTIONAL_FN(abortguard_wait);
+}
+
+static apr_int64_t monotonic_us(void);
+
+/* One abortguard_wait() until end_us. Returns the time it woke for an
+ * abort, or 0. */
+static apr_int64_t wait_until(request_rec* r, apr_int64_t end_us) {
+    apr_int64_t left = end_us - monotonic_us();
+    if (ag_wait != NULL && left > 0 && ag_wait(r, left) == APR_ECONNABORTED) {
+        return monotonic_us();
+    }
+    return 0;
+}
 
 static apr_int64_t monotonic_us(void) {
     struct timespec ts;
@@ -114,7 +137,11 @@ static int slow_handler(request_rec* r) {
         ap_rputs("started\n", r);
         ap_rflush(r);
     }
-    noticed_us = compute_until(r, start_us + arg_int(args, "ms", 5000) * 1000, poll);
+    if (arg_int(args, "api", 0) != 0) {
+        noticed_us = wait_until(r, start_us + arg_int(args, "ms", 5000) * 1000);
+    } else {
+        noticed_us = compute_until(r, start_us + arg_int(args, "ms", 5000) * 1000, poll);
+    }
     if (!noticed_us) {
         noticed_us = write_filler(r, arg_int(args, "bytes", 0), poll);
     }
@@ -163,6 +190,7 @@ static int upload_handler(request_rec* r) {
 
 static void register_hooks(apr_pool_t* p) {
     (void)p;
+    ap_hook_optional_fn_retrieve(retrieve_api, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(slow_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(upload_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
