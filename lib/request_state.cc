@@ -72,6 +72,12 @@ CleanupRegistry* RequestState::cleanups() noexcept {
     return cleanups_.get();
 }
 
+UpstreamCut* RequestState::upstream() noexcept {
+    if (!upstream_)
+        upstream_.reset(new (std::nothrow) UpstreamCut(token_));
+    return upstream_.get();
+}
+
 Status RequestState::lock_file(const char* path, LockMode mode, int64_t deadline_ns,
                                int64_t warn_ns, HeldLock** out) {
     FileLock lock;

@@ -23,6 +23,7 @@
 #include "registry.h"
 #include "status.h"
 #include "token.h"
+#include "upstream_cut.h"
 
 namespace abortguard {
 
@@ -43,6 +44,9 @@ class RequestState {
     int64_t start_ns() const noexcept { return start_ns_; }
     // Created on first use; nullptr when out of memory.
     CleanupRegistry* cleanups() noexcept;
+    // The proxy's backend socket to shut down on abort; created on first
+    // use (request thread); nullptr when out of memory.
+    UpstreamCut* upstream() noexcept;
 
     // Locks `path` for this request (FileLock::acquire with this request's
     // token as the cancel signal). A lock held longer than `warn_ns`
@@ -69,6 +73,7 @@ class RequestState {
     char uri_[96];  // a prefix is enough to recognise a request
     char handler_[32];
     std::unique_ptr<CleanupRegistry> cleanups_;  // request thread only
+    std::unique_ptr<UpstreamCut> upstream_;      // request thread only
 
     mutable std::mutex mu_;
     std::vector<std::unique_ptr<HeldLock>> locks_;  // guarded by mu_

@@ -6,6 +6,7 @@
 #include "http_protocol.h"
 #include "http_request.h"
 
+#include "ag_interop.h"
 #include "agstats.h"
 #include "mod_abortguard.h"
 
@@ -16,6 +17,9 @@ struct ag_request_ctx {
     const ag_dir_config* conf;
     ag_state* state;   /* token, cleanups, locks: core-owned memory */
     ag_watch_id watch; /* 0 once the socket is no longer watched */
+    ag_watch_id stream_watch; /* HTTP/2: the stream's aborted flag; 0 when none */
+    apr_os_sock_t keepalive_fd; /* AbortGuardKeepAlive: restore on this socket */
+    ag_keepalive_saved keepalive;
     int forbidden;     /* AbortGuard Off: failed writes only */
     int response_done; /* EOS has passed: the handler's output is complete */
 };
@@ -48,6 +52,11 @@ static void stop_watching(ag_request_ctx* ctx) {
     if (ctx->watch != 0) {
         ag_monitor_unwatch(child_monitor, ctx->watch);
         ctx->watch = 0;
+        ag_keepalive_stop(ctx->keepalive_fd, &ctx->keepalive);
+    }
+    if (ctx->stream_watch != 0) {
+        ag_stream_unwatch(child_monitor, ctx->stream_watch);
+        ctx->stream_watch = 0;
     }
 }
 
@@ -158,6 +167,10 @@ static void watch_socket(ag_request_ctx* ctx) {
     apr_os_sock_t fd;
     int rv;
 
+    if (child_monitor != NULL && !ctx->forbidden && c->master != NULL &&
+        ag_stream_watch(child_monitor, c, ctx->state, &ctx->stream_watch) != 0) {
+        ctx->stream_watch = 0;
+    }
     if (child_monitor == NULL || !client_fd(ctx, &fd)) {
         return;
     }
@@ -171,7 +184,10 @@ static void watch_socket(ag_request_ctx* ctx) {
         ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, ctx->owner,
                       "AG0202: cannot watch the client socket; abort detection is off for "
                       "this request");
+        return;
     }
+    ctx->keepalive_fd = fd;
+    ag_keepalive_start(ctx->owner, ctx->conf, fd, &ctx->keepalive);
 }
 
 static ag_request_ctx* create_ctx(request_rec* r) {
@@ -257,6 +273,7 @@ int ag_request_log_transaction(request_rec* r) {
     }
     reason = ag_reason_name(ag_state_reason(ctx->state));
     publish(r, reason);
+    ag_log_status((request_rec*)last);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
                   "AG0201: client went away (%s) %" APR_INT64_T_FMT " ms into the request", reason,
                   (ag_state_aborted_at_ns(ctx->state) - ag_state_start_ns(ctx->state)) / 1000000);

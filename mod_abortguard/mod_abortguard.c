@@ -10,6 +10,7 @@
 
 #include "ag_api.h"
 #include "ag_config.h"
+#include "ag_interop.h"
 #include "ag_request.h"
 #include "ag_status.h"
 #include "agcore.h"
@@ -80,6 +81,7 @@ static void register_hooks(apr_pool_t* p) {
     (void)p;
     ag_api_register();
     ag_status_register_hooks(p);
+    ag_proxy_register_hooks(p);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     /* Last, so that redirects made by other fixups (mod_dir) are settled. */
     ap_hook_fixups(ag_request_fixups, NULL, NULL, APR_HOOK_REALLY_LAST);
