@@ -17,11 +17,13 @@ struct ag_request_ctx {
     const ag_dir_config* conf;
     ag_state* state;   /* token, cleanups, locks: core-owned memory */
     ag_watch_id watch; /* 0 once the socket is no longer watched */
-    ag_watch_id stream_watch; /* HTTP/2: the stream's aborted flag; 0 when none */
-    apr_os_sock_t keepalive_fd; /* AbortGuardKeepAlive: restore on this socket */
-    ag_keepalive_saved keepalive;
     int forbidden;     /* AbortGuard Off: failed writes only */
     int response_done; /* EOS has passed: the handler's output is complete */
+
+    /* Interop (ag_interop.h) */
+    ag_watch_id stream_watch;     /* HTTP/2: the stream's aborted flag; 0 when none */
+    apr_os_sock_t keepalive_fd;   /* AbortGuardKeepAlive: restore on this socket */
+    ag_keepalive_saved keepalive; /* saved.saved 0: nothing to restore */
 };
 
 /* Written in child_init before any request thread exists. */

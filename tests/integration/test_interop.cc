@@ -200,10 +200,10 @@ class Interop : public HttpdTest {
     // The server side of the connection whose client port is `client_port`,
     // as `ss` shows it (with its timer).
     std::string server_socket(int client_port) {
-        CommandResult r = run_command({"ss", "-tnoH", "state", "established", "sport", "=",
-                                       ":" + std::to_string(httpd().port()), "dport", "=",
-                                       ":" + std::to_string(client_port)},
-                                      Millis(10000));
+        CommandResult r = run_command(
+            {"ss", "-tnoH", "state", "established", "sport", "=",
+             ":" + std::to_string(httpd().port()), "dport", "=", ":" + std::to_string(client_port)},
+            Millis(10000));
         EXPECT_EQ(r.exit_code, 0) << r.output;
         return r.output;
     }
@@ -417,8 +417,8 @@ class Netns {
     }
 
     bool peer_mac(std::string* mac, std::string* why) {
-        CommandResult r = run_command(
-            {"ip", "-n", name_, "-br", "link", "show", "dev", peer_if_}, Millis(10000));
+        CommandResult r =
+            run_command({"ip", "-n", name_, "-br", "link", "show", "dev", peer_if_}, Millis(10000));
         // "agkp123@if5   UP   aa:bb:cc:dd:ee:ff <...>"
         std::istringstream in(r.output);
         std::string ifname, state;
@@ -494,8 +494,8 @@ TEST_P(VanishedClient, FoundByKeepAlive) {
     const int64_t after = *line->noticed_us - gone_us;
     EXPECT_GE(after, 1500000) << "before keepalive could have decided: " << line->raw;
     EXPECT_LT(after, 5000000) << line->raw;
-    std::printf("keepalive_detection_us mpm=%s value=%lld (idle 1s + 1 x 1s)\n",
-                GetParam().c_str(), static_cast<long long>(after));
+    std::printf("keepalive_detection_us mpm=%s value=%lld (idle 1s + 1 x 1s)\n", GetParam().c_str(),
+                static_cast<long long>(after));
     std::fflush(stdout);
 
     auto stock = log.wait_for(plain_tag, kLogWait);

@@ -92,8 +92,9 @@ std::vector<BackendLine> backend_lines(const LogCursor& cursor) {
 std::string front_config(int backend_port) {
     const std::string b = "http://127.0.0.1:" + std::to_string(backend_port);
     // proxy:debug shows AH00951, a pooled backend connection found dead.
-    return "LogLevel info abortguard:debug proxy:debug\n" + sys_module("proxy") + sys_module("proxy_http") + sys_module("slotmem_shm") +
-           sys_module("proxy_balancer") + sys_module("lbmethod_byrequests") +
+    return "LogLevel info abortguard:debug proxy:debug\n" + sys_module("proxy") +
+           sys_module("proxy_http") + sys_module("slotmem_shm") + sys_module("proxy_balancer") +
+           sys_module("lbmethod_byrequests") +
            // Plain reverse proxy, with and without the feature.
            "ProxyPass /px/ " + b + "/\n" + "ProxyPass /px-off/ " + b + "/\n" +
            "<Location /px-off/>\n  AbortGuardProxy Off\n</Location>\n" + "ProxyPass /px-noag/ " +
@@ -297,8 +298,7 @@ TEST_P(Proxy, ProxyOffBackendNotTold) {
     for (const std::string prefix : {"/px-off/", "/px-noag/"}) {
         std::string tag = make_tag();
         RawClient c = connect();
-        ASSERT_TRUE(
-            c.send(http_get(prefix + "slow?ms=1000&mark=" + mark_path(tag) + "&t=" + tag)));
+        ASSERT_TRUE(c.send(http_get(prefix + "slow?ms=1000&mark=" + mark_path(tag) + "&t=" + tag)));
         ASSERT_TRUE(backend_started(tag));
         c.close_fin();
         expect_backend_not_told(await(backend_access_, tag), 1000000);
@@ -368,8 +368,8 @@ TEST_P(Proxy, BalancerSurvivesHundredAborts) {
         AccessLine b = await(backend_access_, tag);
         ASSERT_TRUE(b.noticed_us) << i << ": backend not told: " << b.raw;
         b.reason = "fin";  // the backend saw a FIN whatever the client sent
-        expect_backend_told(b, c.close_us(),
-                            i % 2 == 0 ? "balancer-status-line" : "balancer-body", false);
+        expect_backend_told(b, c.close_us(), i % 2 == 0 ? "balancer-status-line" : "balancer-body",
+                            false);
     }
     auto front_lines = access().wait_for_count(base, 150, kLogWait);
     ASSERT_EQ(front_lines.size(), 150u);
@@ -430,7 +430,8 @@ TEST_P(Proxy, BalancerSurvivesHundredAborts) {
         ports.insert(l.port);
     EXPECT_LE(ports.size(), 2u) << "backend connections are not reused";
     for (const auto& line : errors().new_lines())
-        EXPECT_EQ(line.find("AH00951"), std::string::npos) << "a cut connection was pooled: " << line;
+        EXPECT_EQ(line.find("AH00951"), std::string::npos)
+            << "a cut connection was pooled: " << line;
 }
 
 INSTANTIATE_TEST_SUITE_P(Mpm, Proxy, testing::ValuesIn(all_mpms()), mpm_param_name);
