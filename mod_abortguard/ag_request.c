@@ -63,7 +63,10 @@ static int write_failed(const ag_request_ctx* ctx) {
 
 int ag_request_aborted(ag_request_ctx* ctx) {
     if (write_failed(ctx)) {
-        ag_state_abort(ctx->state, AG_REASON_WRITE); /* no-op if the monitor was first */
+        /* No-op if the monitor was first. On an HTTP/2 stream the flag is
+         * mod_http2's: the client reset the stream or its connection went. */
+        ag_state_abort(ctx->state, ctx->owner->connection->master != NULL ? AG_REASON_H2_RESET
+                                                                          : AG_REASON_WRITE);
     }
     return ag_state_aborted(ctx->state);
 }
