@@ -246,8 +246,8 @@ int ag_state_disarm_upstream(ag_state* s, uint64_t id) {
 int ag_monitor_watch_flag(ag_monitor* m, const unsigned* flag, ag_reason_e reason, ag_state* state,
                           ag_abort_fn* fn, void* arg, ag_watch_id* id) {
     try {
-        abortguard::Status st = m->flags->watch(flag, static_cast<Reason>(reason),
-                                                &state->impl.token(), fn, arg, id);
+        abortguard::Status st =
+            m->flags->watch(flag, static_cast<Reason>(reason), &state->impl.token(), fn, arg, id);
         return st.is_ok() ? 0 : errno_of(st);
     } catch (...) {
         return ENOMEM;
@@ -266,8 +266,8 @@ int ag_keepalive_apply(int fd, int idle_s, int interval_s, int count, ag_keepali
         ks.count = count;
         abortguard::KeepaliveSaved old;
         abortguard::Status st = abortguard::apply_keepalive(fd, ks, &old);
-        *saved = {old.saved ? 1 : 0, old.keepalive, old.idle_s, old.interval_s, old.count,
-                  old.user_timeout_ms};
+        *saved = {old.saved ? 1 : 0, old.keepalive, old.idle_s,
+                  old.interval_s,    old.count,     old.user_timeout_ms};
         return st.is_ok() ? 0 : errno_of(st);
     } catch (...) {
         *saved = {};

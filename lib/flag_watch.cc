@@ -90,8 +90,9 @@ void FlagWatcher::tick() noexcept {
     if (pending_ == 0) {
         timer_ = 0;
     } else if (!schedule_locked()) {
-        AG_LOG(kWarn, "AG0107: cannot re-arm the flag poll timer; %zu watched flag(s) are "
-                      "seen only when their requests end",
+        AG_LOG(kWarn,
+               "AG0107: cannot re-arm the flag poll timer; %zu watched flag(s) are "
+               "seen only when their requests end",
                pending_);
     }
 }

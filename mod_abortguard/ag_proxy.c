@@ -61,19 +61,20 @@ static int n_proxy_modules;
 
 typedef struct {
     ag_state* state;
-    uint64_t id;               /* the arm; 0 when arming failed */
-    request_rec* r;            /* the request mod_proxy serves */
-    conn_rec* client;          /* r->connection */
-    request_rec* rp;           /* the backend's response "request" */
-    struct ap_logconf* log;    /* r->log and rp->log from now on */
-    apr_pool_t* backend_pool;  /* rp->pool while its cleanup is registered */
+    uint64_t id;              /* the arm; 0 when arming failed */
+    request_rec* r;           /* the request mod_proxy serves */
+    conn_rec* client;         /* r->connection */
+    request_rec* rp;          /* the backend's response "request" */
+    struct ap_logconf* log;   /* r->log and rp->log from now on */
+    apr_pool_t* backend_pool; /* rp->pool while its cleanup is registered */
 } ag_proxy_link;
 
 /* The request's log configuration, copied with one entry per module, in
  * `p` (which outlives r). */
 static struct ap_logconf* log_copy(const request_rec* r, apr_pool_t* p) {
-    const struct ap_logconf* orig =
-        r->log ? r->log : r->connection->log ? r->connection->log : &r->server->log;
+    const struct ap_logconf* orig = r->log               ? r->log
+                                    : r->connection->log ? r->connection->log
+                                                         : &r->server->log;
     struct ap_logconf* copy = apr_palloc(p, sizeof(*copy));
     int i;
     copy->level = orig->level;

@@ -17,11 +17,13 @@ struct ag_request_ctx {
     const ag_dir_config* conf;
     ag_state* state;   /* token, cleanups, locks: core-owned memory */
     ag_watch_id watch; /* 0 once the socket is no longer watched */
-    ag_watch_id stream_watch; /* HTTP/2: the stream's aborted flag; 0 when none */
-    apr_os_sock_t keepalive_fd; /* AbortGuardKeepAlive: restore on this socket */
-    ag_keepalive_saved keepalive;
     int forbidden;     /* AbortGuard Off: failed writes only */
     int response_done; /* EOS has passed: the handler's output is complete */
+
+    /* Interop (ag_interop.h) */
+    ag_watch_id stream_watch;     /* HTTP/2: the stream's aborted flag; 0 when none */
+    apr_os_sock_t keepalive_fd;   /* AbortGuardKeepAlive: restore on this socket */
+    ag_keepalive_saved keepalive; /* saved.saved 0: nothing to restore */
 };
 
 /* Written in child_init before any request thread exists. */
@@ -70,7 +72,10 @@ static int write_failed(const ag_request_ctx* ctx) {
 
 int ag_request_aborted(ag_request_ctx* ctx) {
     if (write_failed(ctx)) {
-        ag_state_abort(ctx->state, AG_REASON_WRITE); /* no-op if the monitor was first */
+        /* No-op if the monitor was first. On an HTTP/2 stream the flag is
+         * mod_http2's: the client reset the stream or its connection went. */
+        ag_state_abort(ctx->state, ctx->owner->connection->master != NULL ? AG_REASON_H2_RESET
+                                                                          : AG_REASON_WRITE);
     }
     return ag_state_aborted(ctx->state);
 }

@@ -34,7 +34,8 @@ void ag_request_set_monitor(ag_monitor* monitor);
 ag_request_ctx* ag_request_ctx_get(request_rec* r, int create);
 
 /* Whether the client went away: the monitor's verdict, or a failed write
- * (c->aborted), which is folded into the token as reason "write". */
+ * (c->aborted), which is folded into the token as reason "write" ("h2-reset"
+ * on an HTTP/2 stream, where mod_http2 sets it for a reset stream). */
 int ag_request_aborted(ag_request_ctx* ctx);
 /* The core's record of the request: token, cleanups, locks. */
 ag_state* ag_request_state(ag_request_ctx* ctx);

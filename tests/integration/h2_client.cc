@@ -156,8 +156,8 @@ bool H2Client::read_frame(const Deadline& deadline) {
     const auto* h = reinterpret_cast<const unsigned char*>(in_.data());
     const size_t len = (size_t{h[0]} << 16) | (size_t{h[1]} << 8) | h[2];
     const uint8_t type = h[3], flags = h[4];
-    const uint32_t stream = ((uint32_t{h[5]} & 0x7f) << 24) | (uint32_t{h[6]} << 16) |
-                            (uint32_t{h[7]} << 8) | h[8];
+    const uint32_t stream =
+        ((uint32_t{h[5]} & 0x7f) << 24) | (uint32_t{h[6]} << 16) | (uint32_t{h[7]} << 8) | h[8];
     if (!fill(9 + len, deadline))
         return false;
     std::string payload = in_.substr(9, len);

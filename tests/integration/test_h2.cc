@@ -42,8 +42,8 @@ HttpdPool& h2_pool() {
 // children: how often the monitor threads woke up.
 long monitor_wakeups(pid_t parent) {
     long total = 0;
-    std::ifstream children("/proc/" + std::to_string(parent) + "/task/" +
-                           std::to_string(parent) + "/children");
+    std::ifstream children("/proc/" + std::to_string(parent) + "/task/" + std::to_string(parent) +
+                           "/children");
     pid_t child;
     while (children >> child) {
         const std::string tasks = "/proc/" + std::to_string(child) + "/task";

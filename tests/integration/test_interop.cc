@@ -200,10 +200,10 @@ class Interop : public HttpdTest {
     // The server side of the connection whose client port is `client_port`,
     // as `ss` shows it (with its timer).
     std::string server_socket(int client_port) {
-        CommandResult r = run_command({"ss", "-tnoH", "state", "established", "sport", "=",
-                                       ":" + std::to_string(httpd().port()), "dport", "=",
-                                       ":" + std::to_string(client_port)},
-                                      Millis(10000));
+        CommandResult r = run_command(
+            {"ss", "-tnoH", "state", "established", "sport", "=",
+             ":" + std::to_string(httpd().port()), "dport", "=", ":" + std::to_string(client_port)},
+            Millis(10000));
         EXPECT_EQ(r.exit_code, 0) << r.output;
         return r.output;
     }
@@ -319,6 +319,49 @@ TEST_P(Interop, LogStatus499) {
 
 INSTANTIATE_TEST_SUITE_P(Mpm, Interop, testing::ValuesIn(all_mpms()), mpm_param_name);
 
+// ---------------------------------------------------------- configuration
+
+// `apache2 -t` on the standard config plus `extra` (as test_config.cc).
+CommandResult syntax_check(const std::string& extra) {
+    static int n = 0;
+    HttpdOptions o;
+    o.name = "interop-syntax-" + std::to_string(++n);
+    o.extra_config = extra;
+    Httpd httpd(o);
+    auto prepared = httpd.prepare();
+    EXPECT_TRUE(prepared) << prepared.message();
+    return httpd.check_syntax();
+}
+
+// Rejected, with a message that names the directive and `hint`.
+void expect_rejected(const std::string& line, const std::string& directive,
+                     const std::string& hint) {
+    CommandResult r = syntax_check("<Location /x>\n  " + line + "\n</Location>\n");
+    EXPECT_NE(r.exit_code, 0) << "accepted: " << line << "\n" << r.output;
+    EXPECT_NE(r.output.find(directive + " "), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(hint), std::string::npos) << r.output;
+}
+
+TEST(InteropConfig, GoodValuesPass) {
+    CommandResult r = syntax_check(
+        "AbortGuardProxy Off\nAbortGuardLogStatus 499\nAbortGuardKeepAlive 10s 2s 3\n"
+        "<Location /a>\n  AbortGuardProxy On\n  AbortGuardLogStatus Off\n"
+        "  AbortGuardKeepAlive Off\n</Location>\n"
+        "<Location /b>\n  AbortGuardKeepAlive 1m\n</Location>\n"
+        "<Location /c>\n  AbortGuardKeepAlive 30s 5s\n</Location>\n");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+TEST(InteropConfig, BadValuesRejected) {
+    expect_rejected("AbortGuardProxy sometimes", "AbortGuardProxy", "On or Off");
+    expect_rejected("AbortGuardLogStatus 42", "AbortGuardLogStatus", "or Off");
+    expect_rejected("AbortGuardLogStatus 499x", "AbortGuardLogStatus", "100 to 999");
+    expect_rejected("AbortGuardKeepAlive 500ms", "AbortGuardKeepAlive", "whole seconds");
+    expect_rejected("AbortGuardKeepAlive 10", "AbortGuardKeepAlive", "whole seconds");
+    expect_rejected("AbortGuardKeepAlive 10s 2s 0", "AbortGuardKeepAlive", "1 to 127");
+    expect_rejected("AbortGuardKeepAlive 40000s", "AbortGuardKeepAlive", "32767s");
+}
+
 // ------------------------------------------------------ vanished clients
 
 // A network namespace joined to this one by a veth pair: the client lives
@@ -336,6 +379,9 @@ class Netns {
         peer_if_ = "agkp" + id;
         host_ip_ = "10.213." + std::to_string(subnet) + ".1";
         peer_ip_ = "10.213." + std::to_string(subnet) + ".2";
+        std::string ignored;
+        ip({"netns", "del", name_}, &ignored);  // left over by a killed run with our pid
+        ip({"link", "del", host_if_}, &ignored);
         if (!ip({"netns", "add", name_}, why))
             return false;
         created_ = true;
@@ -417,8 +463,8 @@ class Netns {
     }
 
     bool peer_mac(std::string* mac, std::string* why) {
-        CommandResult r = run_command(
-            {"ip", "-n", name_, "-br", "link", "show", "dev", peer_if_}, Millis(10000));
+        CommandResult r =
+            run_command({"ip", "-n", name_, "-br", "link", "show", "dev", peer_if_}, Millis(10000));
         // "agkp123@if5   UP   aa:bb:cc:dd:ee:ff <...>"
         std::istringstream in(r.output);
         std::string ifname, state;
@@ -494,8 +540,8 @@ TEST_P(VanishedClient, FoundByKeepAlive) {
     const int64_t after = *line->noticed_us - gone_us;
     EXPECT_GE(after, 1500000) << "before keepalive could have decided: " << line->raw;
     EXPECT_LT(after, 5000000) << line->raw;
-    std::printf("keepalive_detection_us mpm=%s value=%lld (idle 1s + 1 x 1s)\n",
-                GetParam().c_str(), static_cast<long long>(after));
+    std::printf("keepalive_detection_us mpm=%s value=%lld (idle 1s + 1 x 1s)\n", GetParam().c_str(),
+                static_cast<long long>(after));
     std::fflush(stdout);
 
     auto stock = log.wait_for(plain_tag, kLogWait);
