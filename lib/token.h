@@ -14,6 +14,12 @@
 // only holds it while a watch is registered, and unwatching is synchronous (see monitor.h).
 // Lifetime: a waiter may wake while abort() still runs the callbacks, so the token must
 // outlive whoever aborts it, which unwatch() and cancel_timer() ensure.
+//
+// Stop notice: independently of the abort, a token can be told that its process is
+// stopping (stop()): stopping() becomes true and wait_event() wakes, so a long-poll can
+// end cleanly while its client is still there. A stop is not an abort: aborted() stays
+// false, cleanups are selected as for success, and wait_until() (abort-only waiting, as
+// lock acquisition uses) ignores it.
 #ifndef ABORTGUARD_TOKEN_H
 #define ABORTGUARD_TOKEN_H
 
@@ -35,7 +41,9 @@ class Token {
     Token(const Token&) = delete;
     Token& operator=(const Token&) = delete;
 
-    bool aborted() const noexcept { return state_.load(std::memory_order_acquire) == kAborted; }
+    bool aborted() const noexcept {
+        return (state_.load(std::memory_order_acquire) & kRunMask) == kAborted;
+    }
     // Reason::kNone while running.
     Reason reason() const noexcept { return aborted() ? reason_ : Reason::kNone; }
     // CLOCK_MONOTONIC nanoseconds of detection; 0 while running.
@@ -55,8 +63,38 @@ class Token {
     // `deadline_ns`. Returns aborted(). Spurious wake-ups are absorbed.
     bool wait_until(int64_t deadline_ns) const noexcept;
 
+    // The stop notice: returns true if this call delivered it (later calls
+    // are ignored). Wakes every wait_event() in progress.
+    bool stop(int64_t at_ns) noexcept;
+    bool stopping() const noexcept {
+        return (state_.load(std::memory_order_acquire) & kStopBit) != 0;
+    }
+    // CLOCK_MONOTONIC nanoseconds of the stop notice; 0 before.
+    int64_t stopped_at_ns() const noexcept {
+        return stopping() ? stop_ns_.load(std::memory_order_relaxed) : 0;
+    }
+
+    enum class Wake { kTimeout, kAborted, kStopped };
+    // Blocks until the token is aborted, the stop notice interrupts this
+    // wait, or `deadline_ns` passes. The stop notice is reported once per
+    // waiter that was sleeping when it came, and otherwise to the first wait
+    // that starts after it; later waits sleep normally (so a loop that only
+    // knows kAborted and kTimeout never spins). kAborted wins over kStopped.
+    Wake wait_event(int64_t deadline_ns) const noexcept;
+
+    // Called, once, by the thread that aborts the token, right after the
+    // abort is published and before the on_abort callbacks: the owner's hook
+    // (no allocation, unlike on_abort). Set it before the token is shared.
+    using Hook = void (*)(void* arg, Reason reason);
+    void set_abort_hook(Hook hook, void* arg) noexcept {
+        hook_ = hook;
+        hook_arg_ = arg;
+    }
+
   private:
-    enum : uint32_t { kRunning = 0, kClaimed = 1, kAborted = 2 };
+    // Low bits: the run state; kStopBit: the stop notice. Both live in the
+    // futex word so one wake covers either event.
+    enum : uint32_t { kRunning = 0, kClaimed = 1, kAborted = 2, kRunMask = 3, kStopBit = 4 };
 
     // The futex word. reason_ and at_ns_ are written by the single winner
     // between kClaimed and the release store of kAborted, and read only
@@ -64,7 +102,11 @@ class Token {
     mutable std::atomic<uint32_t> state_{kRunning};
     mutable std::atomic<uint32_t> waiters_{0};
     Reason reason_ = Reason::kNone;
+    mutable std::atomic<bool> stop_reported_{false};
     int64_t at_ns_ = 0;
+    std::atomic<int64_t> stop_ns_{0};
+    Hook hook_ = nullptr;
+    void* hook_arg_ = nullptr;
 
     struct Pending {
         Callback cb;

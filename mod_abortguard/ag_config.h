@@ -12,6 +12,7 @@
 #define AG_UNSET (-1)
 
 typedef enum { AG_HALF_CLOSE_ABORT = 0, AG_HALF_CLOSE_IGNORE = 1 } ag_half_close_e;
+typedef enum { AG_GRACE_LOG = 0, AG_GRACE_TERMINATE = 1 } ag_grace_action_e;
 
 typedef struct {
     int enabled;                 /* AbortGuard: 1, 0 or AG_UNSET */
@@ -19,6 +20,12 @@ typedef struct {
     int mark_conn;               /* AbortGuardMarkConnection: 1, 0 or AG_UNSET */
     apr_int64_t cleanup_warn_ns; /* AbortGuardCleanupWarn, 0: off; or AG_UNSET */
     apr_int64_t lock_warn_ns;    /* AbortGuardLockWarn, 0: off; or AG_UNSET */
+    int stop_aborts;             /* AbortGuardStopAborts: 1, 0 or AG_UNSET */
+    /* Process-wide (main server only), read from the main server's
+     * defaults (ag_config_for_server): */
+    apr_int64_t grace_ns;        /* AbortGuardGracePeriod, 0: off; or AG_UNSET */
+    int grace_action;            /* AbortGuardGraceAction: ag_grace_action_e or AG_UNSET */
+    apr_int64_t exit_timeout_ns; /* AbortGuardExitTimeout, 0: off; or AG_UNSET */
 } ag_dir_config;
 
 extern const command_rec ag_directives[];
@@ -37,5 +44,14 @@ apr_int64_t ag_config_cleanup_warn_ns(const ag_dir_config* conf);
 apr_int64_t ag_config_lock_warn_ns(const ag_dir_config* conf);
 int ag_config_ignores_half_close(const ag_dir_config* conf);
 int ag_config_marks_connection(const ag_dir_config* conf);
+int ag_config_stop_aborts(const ag_dir_config* conf);
+
+/* The main server's configuration, where the process-wide directives
+ * (AbortGuardGracePeriod, AbortGuardGraceAction, AbortGuardExitTimeout)
+ * live; never NULL. */
+const ag_dir_config* ag_config_for_server(const server_rec* s);
+apr_int64_t ag_config_grace_ns(const ag_dir_config* conf);
+int ag_config_grace_terminates(const ag_dir_config* conf);
+apr_int64_t ag_config_exit_timeout_ns(const ag_dir_config* conf);
 
 #endif /* AG_CONFIG_H */
