@@ -205,10 +205,18 @@ void Lifecycle::on_post(void* self_arg, uint32_t bits) {
             requests = c.n;
         }
         const int closed = self->conns_ ? self->conns_->shutdown_idle() : 0;
-        AG_LOG(kInfo,
-               "AG0610: child process %d is stopping (%s): stop notice to %d request(s), %d idle "
-               "keep-alive connection(s) closed",
-               static_cast<int>(getpid()), graceful ? "graceful" : "ungraceful", requests, closed);
+        // Every child says it at exit (prefork only ever says "ungraceful"):
+        // worth an info line only when it changed something.
+        if (requests > 0 || closed > 0) {
+            AG_LOG(kInfo,
+                   "AG0610: child process %d is stopping (%s): stop notice to %d request(s), %d "
+                   "idle keep-alive connection(s) closed",
+                   static_cast<int>(getpid()), graceful ? "graceful" : "ungraceful", requests,
+                   closed);
+        } else {
+            AG_LOG(kDebug, "AG0610: child process %d is stopping (%s)", static_cast<int>(getpid()),
+                   graceful ? "graceful" : "ungraceful");
+        }
     }
     if (self->stopping() || self->exit_begun())
         self->ensure_scan();
@@ -355,14 +363,14 @@ void Lifecycle::give_up(const char* why) noexcept {
         },
         &c);
     if (c.n == 0)
-        waiting.add(" no request of ours;");
+        waiting.add(" no request of ours");
     if (conns_ && conns_->open_count() > 0)
-        waiting.add(" %zu client connection(s) still open;", conns_->open_count());
+        waiting.add(", %zu client connection(s) still open", conns_->open_count());
     if (exit_begun()) {
         waiting.add(child_cleanup_ran_.load()
-                        ? " the child-exit cleanups that run after mod_abortguard's own (registered "
-                          "before it), or the process's exit handlers"
-                        : " the child-exit cleanups that run before mod_abortguard's own (other "
+                        ? ", the child-exit cleanups that run after mod_abortguard's own "
+                          "(registered before it) or the process's exit handlers"
+                        : ", the child-exit cleanups that run before mod_abortguard's own (other "
                           "modules' child pool cleanups)");
     }
     AG_LOG(kWarn,

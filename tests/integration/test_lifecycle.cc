@@ -349,6 +349,143 @@ TEST_P(LifecycleTest, DISABLED_StockKeepAliveAcrossAGracefulRestart) {
                 retried ? 1 : 0);
 }
 
+// ---------------------------------------------------------------- grace period
+
+// A directory httpd's children (www-data under root) can write into.
+std::string shared_dir(Httpd& httpd) {
+    const std::string dir = httpd.run_dir() + "/shared";
+    mkdir(dir.c_str(), 0777);
+    chmod(dir.c_str(), 0777);
+    return dir;
+}
+
+std::string make_lock_file(Httpd& httpd, const std::string& name) {
+    const std::string path = shared_dir(httpd) + "/" + name;
+    const int fd = open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+    EXPECT_GE(fd, 0) << path;
+    fchmod(fd, 0666);
+    close(fd);
+    return path;
+}
+
+// Whether this process can take the lock right now (OFD locks, as the
+// module's); releases it at once.
+bool lock_is_free(const std::string& path) {
+    const int fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    struct flock fl = {};
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    const bool free = fcntl(fd, F_OFD_SETLK, &fl) == 0;
+    close(fd);
+    return free;
+}
+
+std::string read_text(const std::string& path) {
+    std::ifstream in(path);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    return ss.str();
+}
+
+// A handler that ignores its client's abort and holds a lock is logged once,
+// after the grace period; a request that was not aborted never is.
+TEST_P(LifecycleTest, GracePeriodLogsAHandlerStillRunningForAClientThatLeft) {
+    ASSERT_TRUE(start("grace-log", "AbortGuardGracePeriod 1s\nAbortGuardGraceAction log\n",
+                      {"AG0601: the handler abortguard-lifetest for /life/hang "}));
+    const std::string lock = make_lock_file(httpd(), "grace.lock");
+    AccessLog access;
+    access.start(httpd().access_log_path());
+    RawClient hung = begin("/life/hang?mode=hang&hold_ms=3000&path=" + lock, "locked");
+    RawClient busy = begin("/life/poll?mode=longpoll&max_ms=2500", "started");
+    const int64_t aborted = monotonic_us();
+    hung.close_rst();
+    std::string line;
+    const auto seen = await_log({"AG0601", "/life/hang"}, kIo, &line);
+    ASSERT_TRUE(seen) << "no grace-period warning";
+    const int64_t after_us = *seen - aborted;
+    EXPECT_GE(after_us, 900000) << "logged before the grace period ended";
+    EXPECT_LE(after_us, 2000000);
+    EXPECT_NE(line.find("1 lock(s) held: " + lock + " (ex"), std::string::npos) << line;
+    EXPECT_NE(line.find("after its client left (rst)"), std::string::npos) << line;
+    EXPECT_FALSE(lock_is_free(lock)) << "log only: the hung handler keeps its lock";
+    std::printf("grace_log_us mpm=%s value=%lld\n", mpm().c_str(),
+                static_cast<long long>(after_us));
+    // Both requests end on their own; still one warning, for the aborted one.
+    EXPECT_TRUE(busy.read_until("timeout", kIo)) << busy.received();
+    EXPECT_TRUE(access.wait_for("mode=hang", kIo));
+    EXPECT_EQ(log_lines_with({"AG0601"}).size(), 1u);
+}
+
+// With terminate, the monitor thread runs the hung request's abort cleanups
+// (aborted=2), releases its lock within the grace period + 1 s, and the
+// child exits so that the parent replaces it.
+TEST_P(LifecycleTest, GraceTerminateReleasesTheLockAndReplacesTheChild) {
+    ASSERT_TRUE(start("grace-term",
+                      "AbortGuardGracePeriod 1s\nAbortGuardGraceAction terminate\n"
+                      "AbortGuardExitTimeout 2s\n",
+                      {"AG060[123]: "}));
+    const std::string lock = make_lock_file(httpd(), "term.lock");
+    RawClient hung = begin("/life/hang?mode=hang&hold_ms=20000&path=" + lock, "locked");
+    const pid_t child = pid_after(hung.received(), "locked");
+    ASSERT_GT(child, 0) << hung.received();
+    const int64_t aborted = monotonic_us();
+    hung.close_rst();
+    std::optional<int64_t> free_at;
+    for (Deadline d(kIo); !d.expired() && !free_at;) {
+        if (lock_is_free(lock))
+            free_at = monotonic_us();
+        else
+            usleep(2000);  // polling the lock's state, with a deadline
+    }
+    ASSERT_TRUE(free_at) << "the hung handler's lock was never released";
+    const int64_t released_us = *free_at - aborted;
+    EXPECT_GE(released_us, 900000) << "released before the grace period ended";
+    EXPECT_LE(released_us, 2000000) << "not within the grace period + 1 s";
+    const auto gone = wait_gone(child, kIo);
+    ASSERT_TRUE(gone) << "child " << child << " still runs";
+    EXPECT_NE(read_text(lock + ".cleanup").find("aborted=2 pid=" + std::to_string(child)),
+              std::string::npos)
+        << "the abort cleanup did not run on the monitor thread";
+    // Another request, in a replacement child, gets the lock.
+    RawClient next = begin("/life/lock?mode=lock&timeout_ms=2000&path=" + lock, "locked");
+    const pid_t replacement = pid_after(next.received(), "locked");
+    EXPECT_GT(replacement, 0);
+    EXPECT_NE(replacement, child);
+    EXPECT_EQ(log_lines_with({"AG0603", "exits now"}).size(), 1u);
+    std::printf("grace_terminate mpm=%s lock_free_us=%lld child_gone_us=%lld\n", mpm().c_str(),
+                static_cast<long long>(released_us), static_cast<long long>(*gone - aborted));
+}
+
+// ------------------------------------------------------------------ exit bound
+
+// A cleanup that hangs in a stopping child ends the child after
+// AbortGuardExitTimeout, with a line that says what it waited for.
+TEST_P(LifecycleTest, AHangingCleanupDoesNotKeepAStoppingChildBeyondTheExitTimeout) {
+    ASSERT_TRUE(start("exit", "AbortGuardExitTimeout 1s\n", {"AG0620: "}));
+    RawClient c = connect();
+    ASSERT_TRUE(c.send(http_get("/life/cleanup?mode=hangcleanup&cleanup_ms=30000",
+                                "Connection: close\r\n")));
+    auto rsp = c.read_response(kIo);
+    ASSERT_TRUE(rsp && rsp->status == 200);
+    const pid_t child = pid_after(rsp->body, "done");
+    ASSERT_GT(child, 0) << rsp->body;
+    const int64_t restart = monotonic_us();
+    ASSERT_TRUE(httpd().graceful());
+    const auto gone = wait_gone(child, kLogWait);
+    ASSERT_TRUE(gone) << "the child with the hung cleanup still runs";
+    const int64_t exit_us = *gone - restart;
+    EXPECT_GE(exit_us, 900000) << "ended before the exit timeout";
+    EXPECT_LE(exit_us, 2500000) << "not within the exit timeout (1 s) + slack";
+    std::string line;
+    ASSERT_TRUE(await_log({"AG0620", "/life/cleanup"}, kIo, &line));
+    EXPECT_NE(line.find("mod_abortguard_lifetest.so"), std::string::npos)
+        << "the line names the cleanup: " << line;
+    std::printf("exit_bound_us mpm=%s value=%lld\n", mpm().c_str(),
+                static_cast<long long>(exit_us));
+}
+
 INSTANTIATE_TEST_SUITE_P(Mpm, LifecycleTest, testing::ValuesIn(all_mpms()), mpm_param_name);
 
 }  // namespace
