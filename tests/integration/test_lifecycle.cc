@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <atomic>
 #include <cstdio>
 #include <fstream>
@@ -57,7 +59,7 @@ std::optional<int64_t> wait_gone(pid_t pid, Millis timeout) {
     }
 }
 
-[[maybe_unused]] std::vector<pid_t> children_of(pid_t parent) {
+std::vector<pid_t> children_of(pid_t parent) {
     std::vector<pid_t> out;
     DIR* d = opendir("/proc");
     if (d == nullptr)
@@ -85,7 +87,7 @@ std::optional<int64_t> wait_gone(pid_t pid, Millis timeout) {
 }
 
 // Threads of `pid` named `name` (/proc/PID/task/*/comm).
-[[maybe_unused]] int threads_named(pid_t pid, const std::string& name) {
+int threads_named(pid_t pid, const std::string& name) {
     int n = 0;
     const std::string dir = "/proc/" + std::to_string(pid) + "/task";
     DIR* d = opendir(dir.c_str());
@@ -108,7 +110,7 @@ struct FdCount {
     int sockets = 0;
     int others = 0;
 };
-[[maybe_unused]] FdCount count_fds(pid_t pid) {
+FdCount count_fds(pid_t pid) {
     FdCount c;
     const std::string dir = "/proc/" + std::to_string(pid) + "/fd";
     DIR* d = opendir(dir.c_str());
@@ -128,7 +130,7 @@ struct FdCount {
 }
 
 // "word PID" at the start of a line of `text`; 0 if absent.
-[[maybe_unused]] pid_t pid_after(const std::string& text, const std::string& word) {
+pid_t pid_after(const std::string& text, const std::string& word) {
     const auto at = text.find(word + " ");
     return at == std::string::npos ? 0 : atoi(text.c_str() + at + word.size() + 1);
 }
@@ -146,7 +148,8 @@ class LifecycleTest : public testing::TestWithParam<std::string> {
         o.name = "life-" + name + "-" + mpm();
         o.mpm = mpm();
         o.extra_config = "LoadModule abortguard_lifetest_module " AG_LIFETEST_SO
-                         "\n<Location /life>\n  SetHandler abortguard-lifetest\n</Location>\n" +
+                         "\n<Location /life>\n  SetHandler abortguard-lifetest\n</Location>\n"
+                         "<Location /agstatus>\n  SetHandler abortguard-status\n</Location>\n" +
                          extra;
         o.tolerated_log_lines = std::move(tolerated);
         httpd_ = std::make_unique<Httpd>(o);
@@ -178,6 +181,18 @@ class LifecycleTest : public testing::TestWithParam<std::string> {
         EXPECT_TRUE(c.read_until(word + " ", kIo)) << target << ": " << c.received();
         EXPECT_TRUE(c.read_until("\n", kIo));
         return c;
+    }
+
+    // A counter of the status page (?auto), over all children; -1 if absent.
+    long long status_counter(const std::string& key) {
+        RawClient c = connect();
+        if (!c.send(http_get("/agstatus?auto", "Connection: close\r\n")))
+            return -1;
+        auto rsp = c.read_response(kIo);
+        if (!rsp)
+            return -1;
+        const auto at = rsp->body.find("\n" + key + ": ");
+        return at == std::string::npos ? -1 : std::atoll(rsp->body.c_str() + at + key.size() + 3);
     }
 
     // Error-log lines (since start) that contain every one of `parts`.
@@ -249,6 +264,8 @@ TEST_P(LifecycleTest, StopAbortsTurnsTheNoticeIntoAnAbort) {
     ASSERT_TRUE(line) << "the long-poll did not end at the graceful restart";
     EXPECT_EQ(line->aborted, "1");
     EXPECT_EQ(line->reason, "server-stop");
+    EXPECT_EQ(status_counter("Stop notices"), 1);
+    EXPECT_EQ(status_counter("Aborts server stop"), 1);
 }
 
 // -------------------------------------------------- keep-alive across restarts
@@ -416,6 +433,7 @@ TEST_P(LifecycleTest, GracePeriodLogsAHandlerStillRunningForAClientThatLeft) {
     EXPECT_TRUE(busy.read_until("timeout", kIo)) << busy.received();
     EXPECT_TRUE(access.wait_for("mode=hang", kIo));
     EXPECT_EQ(log_lines_with({"AG0601"}).size(), 1u);
+    EXPECT_EQ(status_counter("Grace period actions"), 1);
 }
 
 // With terminate, the monitor thread runs the hung request's abort cleanups
@@ -484,6 +502,177 @@ TEST_P(LifecycleTest, AHangingCleanupDoesNotKeepAStoppingChildBeyondTheExitTimeo
         << "the line names the cleanup: " << line;
     std::printf("exit_bound_us mpm=%s value=%lld\n", mpm().c_str(),
                 static_cast<long long>(exit_us));
+}
+
+// --------------------------------------------------------------------- soak
+
+int soak_seconds() {
+    const char* s = std::getenv("AG_SOAK_SECONDS");
+    return s != nullptr && atoi(s) > 0 ? atoi(s) : 15;
+}
+
+// One client thread's keep-alive connection, browser-like: a request on a
+// reused connection that the server closed before any byte of the answer
+// is retried once on a new connection.
+class SoakClient {
+  public:
+    explicit SoakClient(int port) : port_(port) {}
+
+    // The body of a 200 answer; nullopt (and `why`) on a failure.
+    std::optional<std::string> get(const std::string& target, bool* retried, std::string* why) {
+        for (int attempt = 0; attempt < 2; ++attempt) {
+            const bool reused = c_.is_open() && used_;
+            if (!c_.is_open() && !c_.connect(port_)) {
+                *why = "connect failed";
+                return std::nullopt;
+            }
+            used_ = true;
+            const size_t before = c_.received().size();
+            std::optional<HttpResponse> rsp;
+            if (c_.send(http_get(target)))
+                rsp = c_.read_response(Millis(10000));
+            if (rsp) {
+                if (rsp->headers["connection"] == "close")
+                    drop();
+                if (rsp->status != 200) {
+                    *why = "status " + std::to_string(rsp->status);
+                    return std::nullopt;
+                }
+                return rsp->body;
+            }
+            const bool nothing = c_.received().size() == before;
+            drop();
+            if (!(reused && nothing)) {
+                *why = nothing ? "no answer on a new connection" : "a partial answer";
+                return std::nullopt;
+            }
+            *retried = true;
+        }
+        *why = "no answer after a retry";
+        return std::nullopt;
+    }
+
+    void drop() {
+        c_ = RawClient();
+        used_ = false;
+    }
+
+  private:
+    int port_;
+    RawClient c_;
+    bool used_ = false;
+};
+
+// Graceful restarts every 2 s under load, with monitored long-polls and
+// clients that abort at random: no crash, no failed request that was not
+// aborted, old children (and their monitor threads) exit, no descriptor
+// leaks across generations. AG_SOAK_SECONDS sets the length (make soak: 60).
+TEST_P(LifecycleTest, SoakGracefulRestartsUnderLoad) {
+    ASSERT_TRUE(start("soak", ""));
+    ASSERT_TRUE(httpd().graceful());  // what a restart opens once is opened now
+    const pid_t parent = httpd().pid();
+    const FdCount parent_fds = count_fds(parent);
+
+    std::atomic<bool> done{false};
+    std::atomic<int> ok{0}, aborted{0}, retried{0}, stopped{0};
+    std::mutex mu;
+    std::vector<std::string> failures;
+    std::set<pid_t> served_by;  // children seen answering
+    auto load = [&](unsigned seed) {
+        std::mt19937 rng(seed);
+        SoakClient client(httpd().port());
+        while (!done.load()) {
+            const int kind = static_cast<int>(rng() % 100);
+            const int ms = static_cast<int>(rng() % 200);
+            if (kind < 25) {
+                // A client that leaves while its request is handled.
+                RawClient c;
+                if (!c.connect(httpd().port()) ||
+                    !c.send(http_get("/life/poll?mode=longpoll&max_ms=" + std::to_string(ms + 50))))
+                    continue;
+                c.read_until("started ", Millis(rng() % 40));  // shapes the load, no sync
+                (rng() % 2) ? c.close_rst() : c.close_fin();
+                aborted.fetch_add(1);
+                continue;
+            }
+            bool again = false;
+            std::string why;
+            const std::string target = "/life/poll?mode=longpoll&max_ms=" + std::to_string(ms);
+            auto body = client.get(target, &again, &why);
+            if (again)
+                retried.fetch_add(1);
+            std::lock_guard<std::mutex> lock(mu);
+            if (!body || (body->find("timeout\n") == std::string::npos &&
+                          body->find("stopping ") == std::string::npos)) {
+                failures.push_back(target + ": " + (body ? "body " + *body : why));
+                client.drop();
+                continue;
+            }
+            ok.fetch_add(1);
+            if (body->find("stopping ") != std::string::npos)
+                stopped.fetch_add(1);
+            served_by.insert(pid_after(*body, "started"));
+        }
+    };
+    std::vector<std::thread> clients;
+    for (unsigned i = 0; i < 4; ++i)
+        clients.emplace_back(load, 1234 + i);
+
+    const auto began = std::chrono::steady_clock::now();
+    const auto end = began + std::chrono::seconds(soak_seconds());
+    std::set<pid_t> old_children;
+    int restarts = 0;
+    for (auto next = began + std::chrono::seconds(2); next < end;
+         next += std::chrono::seconds(2)) {
+        std::this_thread::sleep_until(next);  // the pace of the restarts
+        {
+            std::lock_guard<std::mutex> lock(mu);
+            old_children.insert(served_by.begin(), served_by.end());
+            for (pid_t p : children_of(parent))
+                old_children.insert(p);
+        }
+        // As `apachectl graceful` does: signal, do not wait for the result.
+        ASSERT_EQ(::kill(parent, SIGUSR1), 0);
+        ++restarts;
+    }
+    std::this_thread::sleep_until(end);
+    done = true;
+    for (auto& t : clients)
+        t.join();
+    // Every restart made a generation that came up (AH00163/AH00292 lines:
+    // the first start, the warm-up restart and ours).
+    size_t generations = 0;
+    for (Deadline d(kLogWait); !d.expired();) {
+        generations = log_lines_with({"resuming normal operations"}).size();
+        if (generations >= static_cast<size_t>(restarts) + 1)
+            break;
+        usleep(10000);  // polling the log for an event, with a deadline
+    }
+    EXPECT_GE(generations, static_cast<size_t>(restarts) + 1);
+
+    {
+        std::lock_guard<std::mutex> lock(mu);
+        EXPECT_TRUE(failures.empty()) << failures.size() << " request(s) failed, e.g. "
+                                      << failures.front();
+    }
+    EXPECT_GT(ok.load(), 5 * soak_seconds()) << "too little load to mean anything";
+    // Every child of an earlier generation exits, with its monitor thread.
+    std::vector<pid_t> lingering;
+    for (pid_t p : old_children) {
+        if (p > 0 && !wait_gone(p, kLogWait))
+            lingering.push_back(p);
+    }
+    EXPECT_TRUE(lingering.empty()) << lingering.size() << " old child(ren) still run, e.g. pid "
+                                   << lingering.front();
+    for (pid_t p : children_of(parent))
+        EXPECT_EQ(threads_named(p, "ag-monitor"), 1) << "child " << p;
+    const FdCount parent_after = count_fds(parent);
+    EXPECT_EQ(parent_after.others, parent_fds.others) << "the parent leaked descriptors";
+    EXPECT_EQ(parent_after.sockets, parent_fds.sockets) << "the parent leaked sockets";
+    std::printf("soak mpm=%s seconds=%d restarts=%d ok=%d aborted=%d retried=%d stopped=%d "
+                "old_children=%zu\n",
+                mpm().c_str(), soak_seconds(), restarts, ok.load(), aborted.load(),
+                retried.load(), stopped.load(), old_children.size());
 }
 
 INSTANTIATE_TEST_SUITE_P(Mpm, LifecycleTest, testing::ValuesIn(all_mpms()), mpm_param_name);
