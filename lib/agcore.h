@@ -43,8 +43,8 @@ typedef enum {
 
 typedef struct ag_monitor ag_monitor;
 typedef struct ag_lifecycle ag_lifecycle; /* the child's stop/grace/exit logic */
-typedef struct ag_state ag_state; /* one request: token, cleanups, locks */
-typedef struct ag_lock ag_lock;   /* a file lock bound to a request */
+typedef struct ag_state ag_state;         /* one request: token, cleanups, locks */
+typedef struct ag_lock ag_lock;           /* a file lock bound to a request */
 typedef uint64_t ag_watch_id;
 
 #define AG_WATCH_IGNORE_HALF_CLOSE 1u
@@ -69,15 +69,15 @@ typedef struct {
 
 /* One in-flight request, as the status page shows it. */
 typedef struct {
-    int64_t start_ns;      /* CLOCK_MONOTONIC */
-    int64_t aborted_at_ns; /* 0 while running */
-    int reason;            /* ag_reason_e */
-    int64_t stopped_at_ns; /* the stop notice reached it; 0 before */
-    int response_done;     /* the handler's response is complete */
+    int64_t start_ns;         /* CLOCK_MONOTONIC */
+    int64_t aborted_at_ns;    /* 0 while running */
+    int reason;               /* ag_reason_e */
+    int64_t stopped_at_ns;    /* the stop notice reached it; 0 before */
+    int response_done;        /* the handler's response is complete */
     int64_t ending_since_ns;  /* its cleanups began (the request ends); 0 before */
     int64_t cleanup_since_ns; /* the cleanup named below runs since; 0: none */
     char cleanup[96];
-    char uri[128];         /* truncated copy */
+    char uri[128]; /* truncated copy */
     char handler[48];
     int nlocks; /* locks held, up to 4 listed */
     struct {

@@ -261,7 +261,8 @@ void Lifecycle::grace_expired(RequestState* state) noexcept {
     else if (info.ending_since_ns != 0)
         what.add(" (ending)");
     describe_locks(info, now, &what);
-    AG_LOG(kWarn, "AG0601: the handler %s for %s is still running %lld ms after its client left (%s)%s",
+    AG_LOG(kWarn,
+           "AG0601: the handler %s for %s is still running %lld ms after its client left (%s)%s",
            info.handler[0] ? info.handler : "-", info.uri, ms(now - info.aborted_at_ns),
            reason_name(static_cast<Reason>(info.reason)), what.c_str());
     stats::count(stats::Counter::kGraceActions);

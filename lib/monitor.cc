@@ -122,8 +122,7 @@ uint32_t Monitor::take_slot() {
 Status Monitor::watch(int fd, unsigned flags, Token* token, AbortFn fn, void* arg, WatchId* id) {
     try {
         std::lock_guard<std::mutex> lock(mu_);
-        if (stopping_.load(std::memory_order_acquire) ||
-            retired_.load(std::memory_order_acquire)) {
+        if (stopping_.load(std::memory_order_acquire) || retired_.load(std::memory_order_acquire)) {
             return Status::from_errno(ECANCELED, "monitor stopped");
         }
         const uint32_t idx = take_slot();

@@ -250,6 +250,6 @@ void ag_lifecycle_register_hooks(apr_pool_t* p) {
     ap_hook_pre_connection(track_connection, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_pre_close_connection(untrack_connection, NULL, NULL, APR_HOOK_REALLY_FIRST);
     ap_hook_log_transaction(request_ended, NULL, NULL, APR_HOOK_REALLY_LAST);
-    conn_filter = ap_register_input_filter(AG_CONN_FILTER, conn_in_filter, NULL,
-                                           AP_FTYPE_CONNECTION);
+    conn_filter =
+        ap_register_input_filter(AG_CONN_FILTER, conn_in_filter, NULL, AP_FTYPE_CONNECTION);
 }

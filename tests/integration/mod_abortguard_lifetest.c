@@ -150,9 +150,8 @@ static int hang(request_rec* r) {
 
 static int lock(request_rec* r) {
     abortguard_lock_t* lock = NULL;
-    apr_status_t rv =
-        lock_file(r, arg(r, "path", "/nonexistent"), ABORTGUARD_LOCK_EXCLUSIVE,
-                  apr_time_from_msec(atoi(arg(r, "timeout_ms", "0"))), &lock);
+    apr_status_t rv = lock_file(r, arg(r, "path", "/nonexistent"), ABORTGUARD_LOCK_EXCLUSIVE,
+                                apr_time_from_msec(atoi(arg(r, "timeout_ms", "0"))), &lock);
     say(r, rv == APR_SUCCESS ? "locked" : rv == APR_TIMEUP ? "timeup" : "failed");
     if (rv == APR_SUCCESS) {
         unlock_fn(lock);
@@ -238,6 +237,6 @@ static void register_hooks(apr_pool_t* p) {
 }
 
 module AP_MODULE_DECLARE_DATA abortguard_lifetest_module = {
-    STANDARD20_MODULE_STUFF, create_config, merge_config, NULL, NULL, lifetest_directives,
-    register_hooks,
+    STANDARD20_MODULE_STUFF, create_config,  merge_config, NULL, NULL,
+    lifetest_directives,     register_hooks,
 };

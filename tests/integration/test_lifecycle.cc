@@ -483,8 +483,8 @@ TEST_P(LifecycleTest, GraceTerminateReleasesTheLockAndReplacesTheChild) {
 TEST_P(LifecycleTest, AHangingCleanupDoesNotKeepAStoppingChildBeyondTheExitTimeout) {
     ASSERT_TRUE(start("exit", "AbortGuardExitTimeout 1s\n", {"AG0620: "}));
     RawClient c = connect();
-    ASSERT_TRUE(c.send(http_get("/life/cleanup?mode=hangcleanup&cleanup_ms=30000",
-                                "Connection: close\r\n")));
+    ASSERT_TRUE(c.send(
+        http_get("/life/cleanup?mode=hangcleanup&cleanup_ms=30000", "Connection: close\r\n")));
     auto rsp = c.read_response(kIo);
     ASSERT_TRUE(rsp && rsp->status == 200);
     const pid_t child = pid_after(rsp->body, "done");
@@ -622,8 +622,7 @@ TEST_P(LifecycleTest, SoakGracefulRestartsUnderLoad) {
     const auto end = began + std::chrono::seconds(soak_seconds());
     std::set<pid_t> old_children;
     int restarts = 0;
-    for (auto next = began + std::chrono::seconds(2); next < end;
-         next += std::chrono::seconds(2)) {
+    for (auto next = began + std::chrono::seconds(2); next < end; next += std::chrono::seconds(2)) {
         std::this_thread::sleep_until(next);  // the pace of the restarts
         {
             std::lock_guard<std::mutex> lock(mu);
@@ -652,8 +651,8 @@ TEST_P(LifecycleTest, SoakGracefulRestartsUnderLoad) {
 
     {
         std::lock_guard<std::mutex> lock(mu);
-        EXPECT_TRUE(failures.empty()) << failures.size() << " request(s) failed, e.g. "
-                                      << failures.front();
+        EXPECT_TRUE(failures.empty())
+            << failures.size() << " request(s) failed, e.g. " << failures.front();
     }
     EXPECT_GT(ok.load(), 5 * soak_seconds()) << "too little load to mean anything";
     // Every child of an earlier generation exits, with its monitor thread.
@@ -662,17 +661,69 @@ TEST_P(LifecycleTest, SoakGracefulRestartsUnderLoad) {
         if (p > 0 && !wait_gone(p, kLogWait))
             lingering.push_back(p);
     }
-    EXPECT_TRUE(lingering.empty()) << lingering.size() << " old child(ren) still run, e.g. pid "
-                                   << lingering.front();
+    EXPECT_TRUE(lingering.empty())
+        << lingering.size() << " old child(ren) still run, e.g. pid " << lingering.front();
     for (pid_t p : children_of(parent))
         EXPECT_EQ(threads_named(p, "ag-monitor"), 1) << "child " << p;
     const FdCount parent_after = count_fds(parent);
     EXPECT_EQ(parent_after.others, parent_fds.others) << "the parent leaked descriptors";
     EXPECT_EQ(parent_after.sockets, parent_fds.sockets) << "the parent leaked sockets";
-    std::printf("soak mpm=%s seconds=%d restarts=%d ok=%d aborted=%d retried=%d stopped=%d "
-                "old_children=%zu\n",
-                mpm().c_str(), soak_seconds(), restarts, ok.load(), aborted.load(),
-                retried.load(), stopped.load(), old_children.size());
+    std::printf(
+        "soak mpm=%s seconds=%d restarts=%d ok=%d aborted=%d retried=%d stopped=%d "
+        "old_children=%zu\n",
+        mpm().c_str(), soak_seconds(), restarts, ok.load(), aborted.load(), retried.load(),
+        stopped.load(), old_children.size());
+}
+
+// -------------------------------------------------------------- directives
+
+// `apache2 -t` on the standard config plus `extra`.
+CommandResult lifecycle_syntax(const std::string& extra) {
+    static int n = 0;
+    HttpdOptions o;
+    o.name = "life-syntax-" + std::to_string(++n);
+    o.extra_config = extra;
+    Httpd httpd(o);
+    EXPECT_TRUE(httpd.prepare());
+    return httpd.check_syntax();
+}
+
+TEST(LifecycleConfig, GoodDirectivesPass) {
+    CommandResult r = lifecycle_syntax(
+        "AbortGuardGracePeriod 2m\nAbortGuardGraceAction terminate\nAbortGuardExitTimeout off\n"
+        "<Location /x>\n  AbortGuardStopAborts On\n</Location>\n");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+}
+
+TEST(LifecycleConfig, BadValuesAreRejectedWithTheDirectiveAndWhatItAccepts) {
+    struct Case {
+        std::string line, directive;
+        std::vector<std::string> words;
+    };
+    for (const Case& c : std::vector<Case>{
+             {"AbortGuardGracePeriod 30", "AbortGuardGracePeriod", {"duration", "ms", "off"}},
+             {"AbortGuardExitTimeout 1.5s", "AbortGuardExitTimeout", {"duration", "ms", "off"}},
+             {"AbortGuardGraceAction kill", "AbortGuardGraceAction", {"log", "terminate"}},
+             {"AbortGuardStopAborts maybe", "AbortGuardStopAborts", {"On", "Off"}},
+         }) {
+        CommandResult r = lifecycle_syntax(c.line + "\n");
+        EXPECT_NE(r.exit_code, 0) << "accepted: " << c.line;
+        const auto tail = r.output.substr(r.output.find('\n') + 1);  // not the file name
+        EXPECT_NE(tail.find(c.directive), std::string::npos) << r.output;
+        for (const auto& w : c.words)
+            EXPECT_NE(tail.find(w), std::string::npos) << c.line << ": " << r.output;
+    }
+}
+
+// A child has one lifecycle whatever virtual host a request belongs to.
+TEST(LifecycleConfig, ProcessWideDirectivesAreRefusedInAVirtualHost) {
+    for (const std::string d :
+         {"AbortGuardGracePeriod 1s", "AbortGuardGraceAction log", "AbortGuardExitTimeout 1s"}) {
+        CommandResult r =
+            lifecycle_syntax("<VirtualHost 127.0.0.1:1>\n  " + d + "\n</VirtualHost>\n");
+        EXPECT_NE(r.exit_code, 0) << "accepted in a virtual host: " << d;
+        EXPECT_NE(r.output.find("VirtualHost"), std::string::npos) << r.output;
+    }
 }
 
 INSTANTIATE_TEST_SUITE_P(Mpm, LifecycleTest, testing::ValuesIn(all_mpms()), mpm_param_name);

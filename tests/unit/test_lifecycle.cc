@@ -329,7 +329,8 @@ TEST_F(LifecycleTest, ACleanupThatHangsInAStoppingChildEndsTheProcess) {
     EXPECT_GE(g_exited_at.load() - stopped, 100 * kMs);
     const std::string line = LogCapture::get().await({"AG0620", "the cleanups of /cleaning"});
     EXPECT_NE(line, "");
-    EXPECT_NE(line.find("(handler h): cleanup "), std::string::npos) << "names the cleanup: " << line;
+    EXPECT_NE(line.find("(handler h): cleanup "), std::string::npos)
+        << "names the cleanup: " << line;
     release.abort(Reason::kError, mono_ns());
     request.join();
 }
@@ -396,9 +397,9 @@ TEST(MonitorRetire, RefusesNewWatchesButKeepsRunningTimers) {
     EXPECT_FALSE(m->watch(server.get(), 0, &t, nullptr, nullptr, &id).is_ok());
     Monitor::TimerId timer = 0;
     ASSERT_TRUE(m->add_timer(
-                      mono_ns() + kMs,
-                      [](void* arg) { static_cast<Token*>(arg)->abort(Reason::kError, mono_ns()); },
-                      &t, &timer)
+                     mono_ns() + kMs,
+                     [](void* arg) { static_cast<Token*>(arg)->abort(Reason::kError, mono_ns()); },
+                     &t, &timer)
                     .is_ok());
     EXPECT_TRUE(t.wait_until(mono_ns() + kWait));
 }
