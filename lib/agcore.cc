@@ -234,7 +234,9 @@ int ag_state_wait(const ag_state* s, int64_t timeout_ns) {
 }
 
 int ag_state_stopping(const ag_state* s) {
-    return s->impl.token().stopping() ? 1 : 0;
+    // A stop-abort is published an instant before the stop bit.
+    const auto& t = s->impl.token();
+    return t.stopping() || t.reason() == Reason::kServerStop ? 1 : 0;
 }
 
 int ag_state_wait_event(const ag_state* s, int64_t timeout_ns) {

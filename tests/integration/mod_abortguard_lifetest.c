@@ -24,8 +24,12 @@
  *                            that sleeps cleanup_ms, ignoring everything.
  *   mode=tag                 "tag VALUE PID" and a header X-Lifetest-Tag:
  *                            VALUE, from the directive LifeTestTag.
+ *
+ * LifeTestHangAtExit MS (main server): a child pool cleanup that sleeps MS,
+ * run after mod_abortguard's own child cleanup (a hung child teardown).
  */
 #include <fcntl.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -48,6 +52,7 @@ static APR_OPTIONAL_FN_TYPE(abortguard_register_cleanup) * cleanup_fn;
 
 typedef struct {
     const char* tag;
+    int hang_at_exit_ms; /* LifeTestHangAtExit; main server only */
 } lifetest_config;
 
 static void retrieve_api(void) {
@@ -216,6 +221,7 @@ static void* merge_config(apr_pool_t* p, void* basev, void* addv) {
     lifetest_config* merged = apr_pcalloc(p, sizeof(*merged));
     const lifetest_config *base = basev, *add = addv;
     merged->tag = add->tag ? add->tag : base->tag;
+    merged->hang_at_exit_ms = add->hang_at_exit_ms ? add->hang_at_exit_ms : base->hang_at_exit_ms;
     return merged;
 }
 
@@ -225,15 +231,40 @@ static const char* set_tag(cmd_parms* cmd, void* conf, const char* value) {
     return NULL;
 }
 
+static const char* set_hang_at_exit(cmd_parms* cmd, void* conf, const char* ms) {
+    (void)cmd;
+    ((lifetest_config*)conf)->hang_at_exit_ms = atoi(ms);
+    return NULL;
+}
+
 static const command_rec lifetest_directives[] = {
     AP_INIT_TAKE1("LifeTestTag", set_tag, NULL, RSRC_CONF | ACCESS_CONF,
                   "the value mode=tag answers with"),
+    AP_INIT_TAKE1("LifeTestHangAtExit", set_hang_at_exit, NULL, RSRC_CONF,
+                  "a child-exit cleanup sleeps this many ms"),
     {NULL}};
+
+/* A child pool cleanup that hangs. Registered from the first child_init of
+ * all, so it runs last: after mod_abortguard's own child cleanup. */
+static apr_status_t hang_at_exit(void* data) {
+    sleep_ms((long)(apr_uintptr_t)data);
+    return APR_SUCCESS;
+}
+
+static void child_init(apr_pool_t* pchild, server_rec* s) {
+    const lifetest_config* conf =
+        ap_get_module_config(s->lookup_defaults, &abortguard_lifetest_module);
+    if (conf->hang_at_exit_ms > 0) {
+        apr_pool_cleanup_register(pchild, (void*)(apr_uintptr_t)conf->hang_at_exit_ms, hang_at_exit,
+                                  apr_pool_cleanup_null);
+    }
+}
 
 static void register_hooks(apr_pool_t* p) {
     (void)p;
     ap_hook_optional_fn_retrieve(retrieve_api, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(lifetest_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_REALLY_FIRST);
 }
 
 module AP_MODULE_DECLARE_DATA abortguard_lifetest_module = {

@@ -504,6 +504,33 @@ TEST_P(LifecycleTest, AHangingCleanupDoesNotKeepAStoppingChildBeyondTheExitTimeo
                 static_cast<long long>(exit_us));
 }
 
+// A child-exit cleanup that hangs (here one that runs after mod_abortguard's
+// own: the monitor thread must outlive that one) does not keep the child.
+TEST_P(LifecycleTest, AHangingChildExitCleanupDoesNotKeepTheChildBeyondTheExitTimeout) {
+    ASSERT_TRUE(start("exit-teardown", "AbortGuardExitTimeout 1s\nLifeTestHangAtExit 30000\n",
+                      {"AG0620: "}));
+    RawClient c = connect();
+    ASSERT_TRUE(c.send(http_get("/life/tag?mode=tag", "Connection: close\r\n")));
+    auto rsp = c.read_response(kIo);
+    ASSERT_TRUE(rsp && rsp->status == 200);
+    const pid_t child = pid_after(rsp->body, "tag -");
+    ASSERT_GT(child, 0) << rsp->body;
+    // Closed by the client too, so httpd's lingering close (up to 2 s for
+    // a client that keeps its side open) ends at once.
+    c.close_fin();
+    const int64_t restart = monotonic_us();
+    ASSERT_TRUE(httpd().graceful());
+    const auto gone = wait_gone(child, kLogWait);
+    ASSERT_TRUE(gone) << "the child with the hung exit cleanup still runs";
+    const int64_t exit_us = *gone - restart;
+    EXPECT_LE(exit_us, 2500000) << "not within the exit timeout (1 s) + slack";
+    std::string line;
+    ASSERT_TRUE(await_log({"AG0620", "its exit began"}, kIo, &line));
+    EXPECT_NE(line.find("after mod_abortguard's own"), std::string::npos) << line;
+    std::printf("exit_teardown_us mpm=%s value=%lld\n", mpm().c_str(),
+                static_cast<long long>(exit_us));
+}
+
 // --------------------------------------------------------------------- soak
 
 int soak_seconds() {

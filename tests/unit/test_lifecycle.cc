@@ -178,6 +178,7 @@ TEST_F(LifecycleTest, StopAbortsMakesTheNoticeAnAbortWithReasonServerStop) {
     life_->notify_stop(true);
     EXPECT_EQ(s.token().wait_event(mono_ns() + kWait), Token::Wake::kAborted);
     EXPECT_EQ(s.token().reason(), Reason::kServerStop);
+    ASSERT_NE(LogCapture::get().await({"AG0610"}), "");  // the delivery is over
     EXPECT_TRUE(s.token().stopping());
 }
 
