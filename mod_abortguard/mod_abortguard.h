@@ -19,8 +19,9 @@
  *
  * Threads: call every function from the request's own thread, while the
  * request is being handled. Once a request is monitored (a first call on its
- * thread, or AbortGuard On), abortguard_aborted() and abortguard_wait() may
- * also be called from other threads until the handler returns.
+ * thread, or AbortGuard On), abortguard_aborted(), abortguard_stopping() and
+ * abortguard_wait() may also be called from other threads until the handler
+ * returns.
  *
  * The access log sees the outcome through these request environment
  * variables, set in log_transaction before mod_log_config writes:
