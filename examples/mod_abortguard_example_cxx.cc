@@ -11,9 +11,16 @@
 //   GET /example-cxx?id=42&throw=1          the handler throws: a logged 500
 //   GET /example-cxx?id=42&cleanup_throws=1 a cleanup throws: logged, the
 //                                           other cleanups and the 200 stand
+//   GET /example-cxx?id=42&lock=/path       the transaction runs under an
+//                                           exclusive file lock (FileLockGuard);
+//                                           "locked" is flushed once it is held
+//
+// The commits of this process are numbered under a std::mutex taken with
+// MutexGuard, whose wait, like the file lock's, ends if the client leaves.
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -37,6 +44,9 @@ std::string query_arg(const request_rec* r, const char* name, const char* dflt) 
     return args.substr(at + key.size(), args.find('&', at) - at - key.size());
 }
 
+std::mutex g_ledger_mu;
+long g_ledger = 0;  // commits of this process, guarded by g_ledger_mu
+
 void log_notice(request_rec* r, const char* what, const std::string& id) {
     ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, "AGX0011: transaction %s %s", id.c_str(), what);
 }
@@ -49,9 +59,30 @@ int handle(abortguard::Request& req) {
     if (query_arg(r, "throw", "0") == "1")
         throw std::runtime_error("handler failed on purpose");
     req.on_cleanup([r, id](bool) { log_notice(r, "rolled back", id); }, abortguard::When::kOnAbort);
-    req.on_cleanup([r, id](bool) { log_notice(r, "committed", id); }, abortguard::When::kOnSuccess);
+    req.on_cleanup(
+        [r, id, req](bool) {
+            abortguard::MutexGuard<std::mutex> ledger;
+            if (ledger.acquire(req, g_ledger_mu, std::chrono::seconds(1)) == APR_SUCCESS)
+                ++g_ledger;
+            log_notice(r, "committed", id);
+        },
+        abortguard::When::kOnSuccess);
     if (query_arg(r, "cleanup_throws", "0") == "1") {
         req.on_cleanup([](bool) { throw std::runtime_error("cleanup failed on purpose"); });
+    }
+
+    abortguard::FileLockGuard lock;  // released on every way out of here
+    const std::string lock_path = query_arg(r, "lock", "");
+    if (!lock_path.empty()) {
+        const apr_status_t rv = lock.acquire(req, lock_path.c_str(), ABORTGUARD_LOCK_EXCLUSIVE,
+                                             std::chrono::seconds(10));
+        if (rv == APR_ECONNABORTED)
+            throw abortguard::ClientAborted();
+        if (rv != APR_SUCCESS)
+            return HTTP_SERVICE_UNAVAILABLE;
+        ap_set_content_type(r, "text/plain");
+        ap_rputs("locked\n", r);
+        ap_rflush(r);
     }
 
     const auto deadline = std::chrono::steady_clock::now() + budget;

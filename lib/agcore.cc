@@ -11,6 +11,8 @@
 
 #include "clock.h"
 #include "duration.h"
+#include "flag_watch.h"
+#include "keepalive.h"
 #include "lifecycle.h"
 #include "log.h"
 #include "monitor.h"
@@ -24,6 +26,8 @@ using abortguard::RequestState;
 
 struct ag_monitor {
     std::unique_ptr<Monitor> impl;
+    // Never destroyed before the process exits (nor is the monitor).
+    std::unique_ptr<abortguard::FlagWatcher> flags;
 };
 struct ag_lifecycle {
     std::unique_ptr<abortguard::Lifecycle> impl;
@@ -87,6 +91,7 @@ int ag_monitor_start(ag_monitor** out, char* err, size_t errlen) {
             copy_message(st.to_string(), err, errlen);
             return errno_of(st);
         }
+        m->flags = std::make_unique<abortguard::FlagWatcher>(*m->impl);
         *out = m.release();
         return 0;
     } catch (const std::exception& e) {
@@ -107,6 +112,10 @@ int ag_monitor_watch(ag_monitor* m, int fd, unsigned flags, ag_state* state, ag_
         unsigned f = 0;
         if (flags & AG_WATCH_IGNORE_HALF_CLOSE)
             f |= Monitor::kIgnoreHalfClose;
+        if (flags & AG_WATCH_FRESH_SOCKET)
+            f |= Monitor::kFreshSocket;
+        if (flags & AG_WATCH_SAME_SOCKET)
+            f |= Monitor::kSameSocket;
         abortguard::Status st = m->impl->watch(fd, f, &state->impl.token(), fn, arg, id);
         return st.is_ok() ? 0 : errno_of(st);
     } catch (...) {
@@ -322,6 +331,67 @@ void ag_inflight_foreach(ag_inflight_fn* fn, void* ctx) {
     } catch (...) {
         // A mutex failure: report nothing rather than crash.
     }
+}
+
+int ag_state_arm_upstream(ag_state* s, int fd, ag_upstream_fn* before, void* arg, uint64_t* id) {
+    try {
+        abortguard::UpstreamCut* cut = s->impl.upstream();
+        if (cut == nullptr)
+            return ENOMEM;
+        abortguard::Status st = cut->arm(fd, before, arg, id);
+        return st.is_ok() ? 0 : errno_of(st);
+    } catch (...) {
+        return ENOMEM;
+    }
+}
+
+int ag_state_disarm_upstream(ag_state* s, uint64_t id) {
+    abortguard::UpstreamCut* cut = s->impl.upstream();
+    return cut != nullptr && cut->disarm(id) ? 1 : 0;
+}
+
+int ag_monitor_watch_flag(ag_monitor* m, const unsigned* flag, ag_reason_e reason, ag_state* state,
+                          ag_abort_fn* fn, void* arg, ag_watch_id* id) {
+    try {
+        abortguard::Status st = m->flags->watch(flag, static_cast<Reason>(reason),
+                                                &state->impl.token(), fn, arg, id);
+        return st.is_ok() ? 0 : errno_of(st);
+    } catch (...) {
+        return ENOMEM;
+    }
+}
+
+void ag_monitor_unwatch_flag(ag_monitor* m, ag_watch_id id) {
+    m->flags->unwatch(id);
+}
+
+int ag_keepalive_apply(int fd, int idle_s, int interval_s, int count, ag_keepalive_saved* saved) {
+    try {
+        abortguard::KeepaliveSettings ks;
+        ks.idle_s = idle_s;
+        ks.interval_s = interval_s;
+        ks.count = count;
+        abortguard::KeepaliveSaved old;
+        abortguard::Status st = abortguard::apply_keepalive(fd, ks, &old);
+        *saved = {old.saved ? 1 : 0, old.keepalive, old.idle_s, old.interval_s, old.count,
+                  old.user_timeout_ms};
+        return st.is_ok() ? 0 : errno_of(st);
+    } catch (...) {
+        *saved = {};
+        return ENOMEM;
+    }
+}
+
+void ag_keepalive_restore(int fd, ag_keepalive_saved* saved) {
+    abortguard::KeepaliveSaved old;
+    old.saved = saved->saved != 0;
+    old.keepalive = saved->keepalive;
+    old.idle_s = saved->idle_s;
+    old.interval_s = saved->interval_s;
+    old.count = saved->count;
+    old.user_timeout_ms = saved->user_timeout_ms;
+    abortguard::restore_keepalive(fd, &old);
+    saved->saved = 0;
 }
 
 int ag_probe_socket(int fd, int ignore_half_close) {

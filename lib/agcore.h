@@ -48,6 +48,8 @@ typedef struct ag_lock ag_lock;           /* a file lock bound to a request */
 typedef uint64_t ag_watch_id;
 
 #define AG_WATCH_IGNORE_HALF_CLOSE 1u
+#define AG_WATCH_FRESH_SOCKET 2u /* never watched before: a new connection */
+#define AG_WATCH_SAME_SOCKET 4u  /* the previous watch of this fd was this socket */
 
 typedef void ag_log_sink_fn(ag_log_level_e level, const char* message, void* ctx);
 /* reason: an ag_reason_e value */
@@ -72,7 +74,7 @@ typedef struct {
     int64_t start_ns;         /* CLOCK_MONOTONIC */
     int64_t aborted_at_ns;    /* 0 while running */
     int reason;               /* ag_reason_e */
-    int64_t stopped_at_ns;    /* the stop notice reached it; 0 before */
+    int stopping;             /* the stop notice reached it */
     int response_done;        /* the handler's response is complete */
     int64_t ending_since_ns;  /* its cleanups began (the request ends); 0 before */
     int64_t cleanup_since_ns; /* the cleanup named below runs since; 0: none */
@@ -211,6 +213,43 @@ int ag_state_release_locks(ag_state* s);
 /* This process's in-flight requests; fn runs under the table's lock: copy,
  * don't block. */
 void ag_inflight_foreach(ag_inflight_fn* fn, void* ctx);
+
+/* ---- Interop (upstream_cut.h, flag_watch.h, keepalive.h) ---- */
+
+/* A proxy's backend socket, shut down (SHUT_RDWR) the moment the request is
+ * aborted -- at once if it already is -- after before(arg) ran on the
+ * aborting thread (usually the monitor's; short, non-blocking). Request
+ * thread; `fd` must stay open until the matching disarm returns. One socket
+ * at a time: arming again replaces. Returns 0 or ENOMEM; *id names it. */
+typedef void ag_upstream_fn(void* arg);
+int ag_state_arm_upstream(ag_state* s, int fd, ag_upstream_fn* before, void* arg, uint64_t* id);
+/* Synchronous: when it returns, the socket armed under `id` is not being
+ * and will not be touched. Returns 1 if it was shut down. A stale id is
+ * ignored (returns 0). */
+int ag_state_disarm_upstream(ag_state* s, uint64_t id);
+
+/* Watches a flag that another thread sets when the client went away (an
+ * HTTP/2 stream's c->aborted): polled on the monitor thread every ~10 ms
+ * only while such watches exist. Aborts `state` with `reason`, then calls
+ * fn(arg, reason) on the monitor thread. flag, state and arg must stay
+ * valid until ag_monitor_unwatch_flag() returns. Returns 0 or an errno. */
+int ag_monitor_watch_flag(ag_monitor* m, const unsigned* flag, ag_reason_e reason, ag_state* state,
+                          ag_abort_fn* fn, void* arg, ag_watch_id* id);
+/* Synchronous, as ag_monitor_unwatch(). */
+void ag_monitor_unwatch_flag(ag_monitor* m, ag_watch_id id);
+
+/* TCP keepalive on a client socket while its request is monitored. */
+typedef struct {
+    int saved; /* 0: nothing to restore */
+    int keepalive, idle_s, interval_s, count;
+    unsigned user_timeout_ms;
+} ag_keepalive_saved;
+/* Saves the current settings, then sets SO_KEEPALIVE, TCP_KEEPIDLE,
+ * TCP_KEEPINTVL, TCP_KEEPCNT and TCP_USER_TIMEOUT (idle + interval *
+ * count). Returns 0 or an errno (then nothing changed). */
+int ag_keepalive_apply(int fd, int idle_s, int interval_s, int count, ag_keepalive_saved* saved);
+/* Puts the saved settings back; harmless when nothing was saved. */
+void ag_keepalive_restore(int fd, ag_keepalive_saved* saved);
 
 /* Non-destructive socket check (probe.h): an ag_reason_e, AG_REASON_NONE
  * while the peer is there. Never reads, so it is safe on TLS sockets. */

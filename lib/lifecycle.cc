@@ -173,7 +173,8 @@ void Lifecycle::deliver(RequestState* state, int64_t now) noexcept {
         return;
     if (state->stop_aborts())
         state->token().abort(Reason::kServerStop, now);
-    if (state->token().stop(now))
+    (void)now;
+    if (state->token().stop())
         stats::count(stats::Counter::kStopNotices);
 }
 
@@ -227,7 +228,7 @@ void Lifecycle::on_post(void* self_arg, uint32_t bits) {
 void Lifecycle::on_state_aborted(RequestState* state) noexcept {
     if (config_.grace_ns <= 0 || closing_.load(std::memory_order_acquire))
         return;
-    state->arm_grace(&Lifecycle::arm_grace, &Lifecycle::cancel_grace, this);
+    state->arm_grace(&Lifecycle::arm_grace, this);
 }
 
 uint64_t Lifecycle::arm_grace(void* self_arg, RequestState* state) {
@@ -241,8 +242,10 @@ uint64_t Lifecycle::arm_grace(void* self_arg, RequestState* state) {
     return id;
 }
 
-void Lifecycle::cancel_grace(void* self_arg, uint64_t id) {
-    static_cast<Lifecycle*>(self_arg)->monitor_->cancel_timer(id);
+void Lifecycle::cancel_grace(uint64_t id) noexcept {
+    // A state with a grace timer dies before the lifecycle that armed it.
+    if (Lifecycle* self = current())
+        self->monitor_->cancel_timer(id);
 }
 
 void Lifecycle::grace_fired(void* state_arg) {

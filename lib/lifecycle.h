@@ -112,6 +112,8 @@ class Lifecycle {
     // RequestState hooks (request_state.cc).
     void on_state_created(RequestState* state) noexcept;
     void on_state_aborted(RequestState* state) noexcept;
+    // Cancels a grace timer synchronously (the current lifecycle's).
+    static void cancel_grace(uint64_t id) noexcept;
 
   private:
     enum : uint32_t { kPostStop = 1, kPostUngraceful = 2, kPostExit = 4 };
@@ -120,7 +122,6 @@ class Lifecycle {
 
     static void on_post(void* self, uint32_t bits);
     static uint64_t arm_grace(void* self, RequestState* state);
-    static void cancel_grace(void* self, uint64_t id);
     static void grace_fired(void* state);
     static void scan_fired(void* self);
 

@@ -107,64 +107,97 @@ bool Monitor::stop(int64_t bound_ns) noexcept {
     return true;
 }
 
-uint32_t Monitor::take_slot() {
-    if (!free_.empty()) {
-        const uint32_t idx = free_.back();
-        free_.pop_back();
-        return idx;
+namespace {
+
+uint32_t next_gen(uint32_t gen) {
+    return gen + 1 == 0 ? 1 : gen + 1;
+}
+
+int ctl(int epfd, int op, int fd, struct epoll_event* ev) {
+    return epoll_ctl(epfd, op, fd, ev) == 0 ? 0 : errno;
+}
+
+}  // namespace
+
+// One syscall when the registration must be (re)armed: MOD re-arms the one
+// a previous watch of this fd left parked; ADD registers a new socket. The
+// other op is the fallback when the guess was wrong (the parked socket was
+// closed and its number reused: ENOENT; a registration already there:
+// EEXIST).
+Status Monitor::arm(int fd, bool parked, unsigned flags, struct epoll_event* ev) {
+    const bool try_mod = parked && !(flags & kFreshSocket);
+    int err = ctl(epfd_, try_mod ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, ev);
+    if (err == (try_mod ? ENOENT : EEXIST)) {
+        err = ctl(epfd_, try_mod ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, ev);
     }
-    slots_.emplace_back();
-    // unwatch() is noexcept and pushes onto free_: never let it allocate.
-    free_.reserve(slots_.size());
-    return static_cast<uint32_t>(slots_.size() - 1);
+    return err == 0 ? Status::ok() : Status::from_errno(err, "epoll_ctl");
 }
 
 Status Monitor::watch(int fd, unsigned flags, Token* token, AbortFn fn, void* arg, WatchId* id) {
+    if (fd < 0)
+        return Status::from_errno(EBADF, "watch");
+    const uint32_t wanted = EPOLLONESHOT | ((flags & kIgnoreHalfClose) ? 0u : uint32_t{EPOLLRDHUP});
     try {
         std::lock_guard<std::mutex> lock(mu_);
         if (stopping_.load(std::memory_order_acquire) || retired_.load(std::memory_order_acquire)) {
             return Status::from_errno(ECANCELED, "monitor stopped");
         }
-        const uint32_t idx = take_slot();
-        Slot& s = slots_[idx];
-        struct epoll_event ev = {};
-        ev.events = EPOLLONESHOT | ((flags & kIgnoreHalfClose) ? 0u : uint32_t{EPOLLRDHUP});
-        ev.data.u64 = make_key(idx, s.gen);
-        if (epoll_ctl(epfd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            const int err = errno;
-            free_.push_back(idx);
-            return Status::from_errno(err, "epoll_ctl(ADD)");
+        if (static_cast<size_t>(fd) >= slots_.size())
+            slots_.resize(static_cast<size_t>(fd) + 1);
+        Slot& s = slots_[fd];
+        if (s.state != SlotState::kUnused && s.state != SlotState::kParked) {
+            return Status::from_errno(EBUSY, "the socket is already watched");
         }
+        // The same connection's next request, and its registration never
+        // fired: still armed in the kernel for exactly this socket.
+        const bool still_armed =
+            (flags & kSameSocket) && s.state == SlotState::kParked && s.events == wanted;
+        if (!still_armed) {
+            struct epoll_event ev = {};
+            ev.events = wanted;
+            ev.data.u64 = make_key(static_cast<uint32_t>(fd), next_gen(s.kgen));
+            Status st = arm(fd, s.state == SlotState::kParked, flags, &ev);
+            if (!st.is_ok())
+                return st;
+            s.kgen = next_gen(s.kgen);
+            s.events = wanted;
+        }
+        s.epoch = next_gen(s.epoch);
         s.state = SlotState::kArmed;
-        s.fd = fd;
         s.token = token;
         s.fn = fn;
         s.arg = arg;
         ++live_;
-        *id = ev.data.u64;
+        *id = make_key(static_cast<uint32_t>(fd), s.epoch);
         return Status::ok();
     } catch (const std::bad_alloc&) {
         return Status::from_errno(ENOMEM, "growing the watch table");
     }
 }
 
+// No syscall: the registration stays in the epoll set, parked, so that the
+// connection's next request can take it over as it is, or re-arm it with one
+// MOD if it fired meanwhile. When the socket is closed, the kernel removes
+// the registration itself.
 void Monitor::unwatch(WatchId id) noexcept {
     const uint32_t idx = key_slot(id);
     std::unique_lock<std::mutex> lock(mu_);
-    if (idx >= slots_.size() || slots_[idx].gen != key_gen(id))
+    auto ours = [&] {
+        const Slot& s = slots_[idx];
+        return s.epoch == key_gen(id) && s.state != SlotState::kParked &&
+               s.state != SlotState::kUnused;
+    };
+    if (idx >= slots_.size() || !ours())
         return;
     // The callback for this watch may be running right now: wait it out.
     fired_.wait(lock, [&] { return slots_[idx].state != SlotState::kFiring; });
-    Slot& s = slots_[idx];
-    if (s.state == SlotState::kFree)
+    if (!ours())
         return;
-    // Still our fd (the caller keeps it open), so DEL cannot hit another.
-    if (epoll_ctl(epfd_, EPOLL_CTL_DEL, s.fd, nullptr) != 0) {
-        AG_LOG(kDebug, "AG0102: epoll_ctl(DEL, fd %d) failed: errno %d", s.fd, errno);
-    }
-    // A bumped generation makes any event still queued for this slot stale.
-    s = Slot{s.gen + 1 == 0 ? 1 : s.gen + 1};
-    free_.push_back(idx);  // capacity reserved by take_slot(): cannot throw
+    Slot& s = slots_[idx];
+    s.state = SlotState::kParked;
+    s.token = nullptr;
+    s.fn = nullptr;
+    s.arg = nullptr;
     --live_;
 }
 
@@ -181,19 +214,23 @@ void Monitor::dispatch(uint64_t key, uint32_t events, int64_t woke_ns) noexcept 
         if (idx >= slots_.size())
             return;
         Slot& s = slots_[idx];
-        if (s.gen != key_gen(key) || s.state != SlotState::kArmed)
-            return;
+        if (s.kgen != key_gen(key))
+            return;    // a registration this slot no longer uses
+        s.events = 0;  // one-shot: the kernel has disabled it
+        if (s.state != SlotState::kArmed)
+            return;  // parked: no watch wants it
         s.state = SlotState::kFiring;
         fired = s;
     }
     // kFiring pins the slot: unwatch() waits, so fd, token and arg stay valid.
-    const Reason reason = classify_socket_event(events, fired.fd);
+    const int fd = static_cast<int>(idx);
+    const Reason reason = classify_socket_event(events, fd);
     const int64_t now = mono_ns();
     const bool first = fired.token->abort(reason, now);
     if (first)
         stats::record(stats::Latency::kDetection, now - woke_ns);
-    AG_LOG(kDebug, "AG0101: client socket %d closed (%s, events 0x%x)", fired.fd,
-           reason_name(reason), events);
+    AG_LOG(kDebug, "AG0101: client socket %d closed (%s, events 0x%x)", fd, reason_name(reason),
+           events);
     if (first && fired.fn != nullptr)
         fired.fn(fired.arg, static_cast<int>(reason));
     {

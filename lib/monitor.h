@@ -12,7 +12,15 @@
 // within microseconds; acting on a stale one would hit another connection.
 // Events carry a (slot, generation) id, never a pointer, and a stale id is
 // dropped under the lock. The monitor thread touches only its own slot table
-// and the Token it was handed (which must outlive the watch).
+// and the Token it was handed (which must outlive the watch); it makes no
+// epoll_ctl call of its own.
+//
+// Cost: unwatch() makes no syscall. The epoll registration stays, parked;
+// the connection's next request takes it over as it is (kSameSocket, no
+// syscall) or re-arms it with one MOD if it fired meanwhile; a new socket is
+// ADDed (if a closed socket's number is reused, the kernel has dropped the
+// old registration and MOD falls back to ADD). Events carry the key's kernel
+// generation; WatchIds carry a per-watch epoch.
 //
 // Thread contract:
 //  - create(): any thread; the monitor thread starts with every signal
@@ -42,18 +50,28 @@
 #include "timer_queue.h"
 #include "token.h"
 
+struct epoll_event;
+
 namespace abortguard {
 
 class Monitor {
   public:
     // `reason` is a Reason value, passed as int so C callbacks fit exactly.
     using AbortFn = void (*)(void* arg, int reason);
-    // (generation << 32 | slot); 0 is never a valid id.
+    // (epoch << 32 | fd); 0 is never a valid id.
     using WatchId = uint64_t;
 
     enum WatchFlags : unsigned {
         // A FIN alone is not an abort (RST and errors still are).
         kIgnoreHalfClose = 1u << 0,
+        // A hint: the socket was never watched before (a new connection),
+        // so registering it takes one syscall, not two.
+        kFreshSocket = 1u << 1,
+        // The previous watch of this fd was on this very socket, which has
+        // stayed open since (the same connection's next request): if that
+        // registration never fired it is taken over without a syscall.
+        // Wrong use misses events, so only pass it when it is certain.
+        kSameSocket = 1u << 2,
     };
 
     // Creates the epoll set and starts the monitor thread.
@@ -70,7 +88,7 @@ class Monitor {
     // aborts `token` (first reason wins) and, if that aborted it, calls
     // fn(arg, reason) on the monitor thread. If the condition already holds
     // when watch() is called, it fires at once. `fd` must stay open until
-    // unwatch() returns; one fd may have only one watch at a time.
+    // unwatch() returns; one fd may have only one watch at a time (EBUSY).
     Status watch(int fd, unsigned flags, Token* token, AbortFn fn, void* arg, WatchId* id);
 
     // Removes the watch; synchronous (see the safety property above).
@@ -116,11 +134,14 @@ class Monitor {
     bool on_monitor_thread() const noexcept;
 
   private:
-    enum class SlotState : uint8_t { kFree, kArmed, kFiring, kFired };
+    // Slots are indexed by fd number. kParked: unwatched, but the epoll
+    // registration is kept for the connection's next request.
+    enum class SlotState : uint8_t { kUnused, kParked, kArmed, kFiring, kFired };
     struct Slot {
-        uint32_t gen = 1;
-        SlotState state = SlotState::kFree;
-        int fd = -1;
+        uint32_t kgen = 0;    // generation in the kernel registration's key
+        uint32_t epoch = 0;   // generation of the latest watch (its WatchId)
+        uint32_t events = 0;  // the registration's events while armed; 0 once it fired
+        SlotState state = SlotState::kUnused;
         Token* token = nullptr;
         AbortFn fn = nullptr;
         void* arg = nullptr;
@@ -131,7 +152,7 @@ class Monitor {
     void run() noexcept;
     // `woke_ns`: when epoll_wait returned the batch holding this event.
     void dispatch(uint64_t key, uint32_t events, int64_t woke_ns) noexcept;
-    uint32_t take_slot();  // mu_ held
+    Status arm(int fd, bool parked, unsigned flags, struct epoll_event* ev);  // mu_ held
     int wait_ms() const;
     void wake() noexcept;  // async-signal-safe
 
@@ -150,7 +171,6 @@ class Monitor {
     mutable std::mutex mu_;
     std::condition_variable fired_;  // a slot left kFiring
     std::vector<Slot> slots_;        // guarded by mu_
-    std::vector<uint32_t> free_;     // guarded by mu_
     size_t live_ = 0;                // guarded by mu_
 
     TimerQueue timers_;

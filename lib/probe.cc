@@ -27,10 +27,13 @@ Reason classify_socket_event(uint32_t events, int fd) noexcept {
                 return Reason::kError;
         }
     }
+    // HUP: both directions are closed. We never shut down our side while a
+    // request is watched, so the peer reset it (its error may already have
+    // been consumed by a write on the request thread, hence no ERR).
+    if (events & POLLHUP)
+        return Reason::kRst;
     if (events & POLLRDHUP)
         return Reason::kFin;
-    if (events & POLLHUP)
-        return Reason::kRst;  // gone in both directions
     return Reason::kNone;
 }
 

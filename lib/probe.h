@@ -16,8 +16,9 @@
 namespace abortguard {
 
 // Why a socket reported `events` (epoll or poll flags, which agree for
-// ERR/HUP/RDHUP): RST and timeouts come with an error code, a FIN alone with
-// RDHUP only. Reads (and so clears) the socket's pending error.
+// ERR/HUP/RDHUP): RST and timeouts come with an error code (or HUP, once a
+// write consumed the error), a FIN alone with RDHUP only. Reads (and so
+// clears) the socket's pending error.
 Reason classify_socket_event(uint32_t events, int fd) noexcept;
 
 // Reason::kNone while the peer is still there. With `ignore_half_close`, a

@@ -22,8 +22,19 @@ struct RequestState::HeldLock {
 
 namespace {
 
-std::mutex g_table_mu;
-RequestState* g_table_head = nullptr;  // guarded by g_table_mu
+// The in-flight table, sharded so that request threads registering and
+// leaving at once rarely contend for the same lock.
+struct Shard {
+    std::mutex mu;
+    RequestState* head = nullptr;  // guarded by mu
+};
+constexpr size_t kShards = 16;
+Shard g_shards[kShards];
+
+Shard& shard_of(const void* state) {
+    // States are heap blocks: drop the low bits malloc keeps constant.
+    return g_shards[(reinterpret_cast<uintptr_t>(state) >> 6) % kShards];
+}
 
 void copy_truncated(char* dst, size_t len, const char* src) {
     snprintf(dst, len, "%s", src != nullptr ? src : "");
@@ -35,13 +46,16 @@ RequestState::RequestState(const char* uri, const char* handler, unsigned flags)
     : start_ns_(mono_ns()), flags_(flags) {
     copy_truncated(uri_, sizeof uri_, uri);
     copy_truncated(handler_, sizeof handler_, handler);
-    token_.set_abort_hook(&RequestState::on_token_aborted, this);
+    static const bool hooked = (Token::set_owner_hook(&RequestState::on_token_aborted), true);
+    (void)hooked;
+    token_.set_owner(this);
     {
-        std::lock_guard<std::mutex> lock(g_table_mu);
-        next_ = g_table_head;
+        Shard& shard = shard_of(this);
+        std::lock_guard<std::mutex> lock(shard.mu);
+        next_ = shard.head;
         if (next_ != nullptr)
             next_->prev_ = this;
-        g_table_head = this;
+        shard.head = this;
     }
     // After joining the table: a stop notice delivered from now on finds
     // this state there, and one delivered before is seen here.
@@ -55,15 +69,11 @@ void RequestState::on_token_aborted(void* self, Reason reason) {
         life->on_state_aborted(static_cast<RequestState*>(self));
 }
 
-void RequestState::arm_grace(ArmFn arm, CancelFn cancel, void* owner) noexcept {
+void RequestState::arm_grace(ArmFn arm, void* owner) noexcept {
     std::lock_guard<std::mutex> guard(mu_);
     if (grace_closed_ || grace_timer_ != 0)
         return;
     grace_timer_ = arm(owner, this);
-    if (grace_timer_ != 0) {
-        grace_owner_ = owner;
-        grace_cancel_ = cancel;
-    }
 }
 
 CleanupRegistry::Summary RequestState::run_cleanups(bool aborted, int64_t slow_ns) noexcept {
@@ -76,24 +86,21 @@ CleanupRegistry::Summary RequestState::run_cleanups(bool aborted, int64_t slow_n
 RequestState::~RequestState() {
     ending_.store(true, std::memory_order_release);
     uint64_t timer;
-    void* owner;
-    CancelFn cancel;
     {
         std::lock_guard<std::mutex> guard(mu_);
         grace_closed_ = true;
         timer = std::exchange(grace_timer_, 0);
-        owner = grace_owner_;
-        cancel = grace_cancel_;
     }
     // Synchronous: a grace action running on this state finishes first.
     if (timer != 0)
-        cancel(owner, timer);
+        Lifecycle::cancel_grace(timer);
     {
-        std::lock_guard<std::mutex> lock(g_table_mu);
+        Shard& shard = shard_of(this);
+        std::lock_guard<std::mutex> lock(shard.mu);
         if (prev_ != nullptr)
             prev_->next_ = next_;
         else
-            g_table_head = next_;
+            shard.head = next_;
         if (next_ != nullptr)
             next_->prev_ = prev_;
     }
@@ -114,6 +121,12 @@ CleanupRegistry* RequestState::cleanups() noexcept {
         return reg;
     }
     return fresh;
+}
+
+UpstreamCut* RequestState::upstream() noexcept {
+    if (!upstream_)
+        upstream_.reset(new (std::nothrow) UpstreamCut(token_));
+    return upstream_.get();
 }
 
 Status RequestState::lock_file(const char* path, LockMode mode, int64_t deadline_ns,
@@ -185,7 +198,7 @@ void RequestState::snapshot(ag_inflight_info* info) const {
     info->start_ns = start_ns_;
     info->aborted_at_ns = token_.aborted_at_ns();
     info->reason = static_cast<int>(token_.reason());
-    info->stopped_at_ns = token_.stopped_at_ns();
+    info->stopping = token_.stopping() ? 1 : 0;
     info->response_done = response_done() ? 1 : 0;
     info->ending_since_ns = ending_since_ns_.load(std::memory_order_relaxed);
     if (CleanupRegistry* reg = const_cast<RequestState*>(this)->cleanups_if_any()) {
@@ -210,18 +223,22 @@ void RequestState::snapshot(ag_inflight_info* info) const {
 }
 
 void RequestState::for_each(ag_inflight_fn* fn, void* ctx) {
-    std::lock_guard<std::mutex> lock(g_table_mu);
-    for (const RequestState* s = g_table_head; s != nullptr; s = s->next_) {
-        ag_inflight_info info;
-        s->snapshot(&info);
-        fn(&info, ctx);
+    for (Shard& shard : g_shards) {
+        std::lock_guard<std::mutex> lock(shard.mu);
+        for (const RequestState* s = shard.head; s != nullptr; s = s->next_) {
+            ag_inflight_info info;
+            s->snapshot(&info);
+            fn(&info, ctx);
+        }
     }
 }
 
 void RequestState::for_each_state(StateFn fn, void* ctx) {
-    std::lock_guard<std::mutex> lock(g_table_mu);
-    for (RequestState* s = g_table_head; s != nullptr; s = s->next_)
-        fn(s, ctx);
+    for (Shard& shard : g_shards) {
+        std::lock_guard<std::mutex> lock(shard.mu);
+        for (RequestState* s = shard.head; s != nullptr; s = s->next_)
+            fn(s, ctx);
+    }
 }
 
 }  // namespace abortguard

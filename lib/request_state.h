@@ -30,6 +30,7 @@
 #include "registry.h"
 #include "status.h"
 #include "token.h"
+#include "upstream_cut.h"
 
 namespace abortguard {
 
@@ -71,6 +72,9 @@ class RequestState {
     bool response_done() const noexcept { return response_done_.load(std::memory_order_acquire); }
     // The destructor has begun.
     bool ending() const noexcept { return ending_.load(std::memory_order_acquire); }
+    // The proxy's backend socket to shut down on abort; created on first
+    // use (request thread); nullptr when out of memory.
+    UpstreamCut* upstream() noexcept;
 
     // Locks `path` for this request (FileLock::acquire with this request's
     // token as the cancel signal). A lock held longer than `warn_ns`
@@ -84,7 +88,8 @@ class RequestState {
     int held_locks() const;
 
     // Calls fn for every RequestState of this process, under the table's
-    // lock: fn must copy what it needs and must not block.
+    // locks (one shard at a time): fn must copy what it needs and must not
+    // block.
     static void for_each(ag_inflight_fn* fn, void* ctx);
     // The same with the states themselves, which stay alive while fn runs
     // (the destructor leaves the table under the same lock); fn must be
@@ -95,35 +100,34 @@ class RequestState {
     // What the status page and the lifecycle's reports show.
     void snapshot(ag_inflight_info* info) const;
 
-    // For the lifecycle: arms the grace timer unless the state is ending or
-    // has one; `id` is set under the state's lock by `arm`.
+    // For the lifecycle: arms the grace timer (`arm` returns its id, 0 on
+    // failure; called under the state's lock) unless the state is ending or
+    // has one. The destructor cancels it through Lifecycle::current().
     using ArmFn = uint64_t (*)(void* owner, RequestState* state);
-    using CancelFn = void (*)(void* owner, uint64_t id);
-    void arm_grace(ArmFn arm, CancelFn cancel, void* owner) noexcept;
+    void arm_grace(ArmFn arm, void* owner) noexcept;
 
   private:
     bool release(HeldLock* lock) noexcept;
-    static void on_token_aborted(void* self, Reason reason);
+    static void on_token_aborted(void* self, Reason reason);  // Token's owner hook
 
     Token token_;
     const int64_t start_ns_;
-    const unsigned flags_;
+    const uint8_t flags_;
     std::atomic<bool> response_done_{false};
     std::atomic<bool> ending_{false};
+    bool grace_closed_ = false;                // guarded by mu_: the destructor began
     std::atomic<int64_t> ending_since_ns_{0};  // run_cleanups() began
-    char uri_[128];
+    char uri_[96];  // a prefix is enough to recognise a request
     char handler_[32];
+    // Created by the request thread, read by the monitor's grace action.
     std::atomic<CleanupRegistry*> cleanups_{nullptr};  // owned
+    std::unique_ptr<UpstreamCut> upstream_;            // request thread only
 
     mutable std::mutex mu_;
     std::vector<std::unique_ptr<HeldLock>> locks_;  // guarded by mu_
-    // The grace timer (lifecycle.h); guarded by mu_.
-    uint64_t grace_timer_ = 0;
-    void* grace_owner_ = nullptr;
-    CancelFn grace_cancel_ = nullptr;
-    bool grace_closed_ = false;  // the destructor began: arm no more
+    uint64_t grace_timer_ = 0;  // guarded by mu_ (lifecycle.h)
 
-    // The in-flight table: an intrusive list guarded by its own mutex.
+    // The in-flight table: intrusive lists, each guarded by its shard's mutex.
     RequestState* prev_ = nullptr;
     RequestState* next_ = nullptr;
 };

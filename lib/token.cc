@@ -7,6 +7,7 @@
 
 #include <climits>
 #include <exception>
+#include <memory>
 #include <new>
 
 #include "clock.h"
@@ -30,6 +31,8 @@ void futex_wake_all(std::atomic<uint32_t>* word) {
             nullptr, nullptr, 0);
 }
 
+std::atomic<Token::OwnerHook> g_owner_hook{nullptr};
+
 }  // namespace
 
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "futex word must be 32 bits");
@@ -49,32 +52,56 @@ bool Token::abort(Reason reason, int64_t at_ns) noexcept {
     state_.fetch_add(kAborted - kClaimed, std::memory_order_seq_cst);
     if (waiters_.load(std::memory_order_seq_cst) != 0)
         futex_wake_all(&state_);
-    if (hook_ != nullptr)
-        hook_(hook_arg_, reason);
-    std::vector<Pending> callbacks;
-    {
-        std::lock_guard<std::mutex> lock(callbacks_mu_);
-        callbacks.swap(callbacks_);
-        callbacks_taken_ = true;
+    if (owner_ != nullptr) {
+        if (OwnerHook hook = g_owner_hook.load(std::memory_order_acquire))
+            hook(owner_, reason);
     }
-    for (const Pending& p : callbacks)
-        run_callback(p, reason);
+    // Oldest first: the stack holds them newest first.
+    Pending* list = callbacks_.exchange(closed(), std::memory_order_acq_rel);
+    Pending* oldest_first = nullptr;
+    while (list != nullptr) {
+        Pending* next = list->next;
+        list->next = oldest_first;
+        oldest_first = list;
+        list = next;
+    }
+    while (oldest_first != nullptr) {
+        std::unique_ptr<Pending> p(oldest_first);
+        oldest_first = p->next;
+        run_callback(*p, reason);
+    }
     return true;
 }
 
 bool Token::on_abort(Callback cb, const char* label) noexcept {
-    try {
-        std::unique_lock<std::mutex> lock(callbacks_mu_);
-        if (!callbacks_taken_) {
-            callbacks_.push_back(Pending{std::move(cb), label});
+    std::unique_ptr<Pending> p(new (std::nothrow) Pending{std::move(cb), label, nullptr});
+    if (!p)
+        return false;
+    Pending* head = callbacks_.load(std::memory_order_acquire);
+    while (head != closed()) {
+        p->next = head;
+        if (callbacks_.compare_exchange_weak(head, p.get(), std::memory_order_acq_rel)) {
+            p.release();
             return true;
         }
-    } catch (const std::bad_alloc&) {
-        return false;
     }
     // abort() has already taken the list (so reason_ is published): run now.
-    run_callback(Pending{std::move(cb), label}, reason());
+    run_callback(*p, reason());
     return true;
+}
+
+// The callbacks stack's "abort() has run" mark: an address no node has.
+Token::Pending* Token::closed() noexcept {
+    static char mark;
+    return reinterpret_cast<Pending*>(&mark);
+}
+
+Token::~Token() {
+    Pending* list = callbacks_.load(std::memory_order_acquire);
+    while (list != nullptr && list != closed()) {
+        std::unique_ptr<Pending> p(list);
+        list = p->next;
+    }
 }
 
 void Token::run_callback(const Pending& p, Reason reason) noexcept {
@@ -100,10 +127,11 @@ bool Token::wait_until(int64_t deadline_ns) const noexcept {
     }
 }
 
-bool Token::stop(int64_t at_ns) noexcept {
-    int64_t none = 0;
-    // The first caller's time; published before the bit (release below).
-    stop_ns_.compare_exchange_strong(none, at_ns == 0 ? 1 : at_ns, std::memory_order_relaxed);
+Token::OwnerHook Token::set_owner_hook(OwnerHook hook) noexcept {
+    return g_owner_hook.exchange(hook, std::memory_order_acq_rel);
+}
+
+bool Token::stop() noexcept {
     const uint32_t before = state_.fetch_or(kStopBit, std::memory_order_seq_cst);
     if (before & kStopBit)
         return false;

@@ -26,8 +26,6 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
-#include <mutex>
-#include <vector>
 
 #include "reason.h"
 
@@ -38,6 +36,7 @@ class Token {
     using Callback = std::function<void(Reason)>;
 
     Token() noexcept = default;
+    ~Token();
     Token(const Token&) = delete;
     Token& operator=(const Token&) = delete;
 
@@ -65,13 +64,9 @@ class Token {
 
     // The stop notice: returns true if this call delivered it (later calls
     // are ignored). Wakes every wait_event() in progress.
-    bool stop(int64_t at_ns) noexcept;
+    bool stop() noexcept;
     bool stopping() const noexcept {
         return (state_.load(std::memory_order_acquire) & kStopBit) != 0;
-    }
-    // CLOCK_MONOTONIC nanoseconds of the stop notice; 0 before.
-    int64_t stopped_at_ns() const noexcept {
-        return stopping() ? stop_ns_.load(std::memory_order_relaxed) : 0;
     }
 
     enum class Wake { kTimeout, kAborted, kStopped };
@@ -82,14 +77,15 @@ class Token {
     // knows kAborted and kTimeout never spins). kAborted wins over kStopped.
     Wake wait_event(int64_t deadline_ns) const noexcept;
 
-    // Called, once, by the thread that aborts the token, right after the
-    // abort is published and before the on_abort callbacks: the owner's hook
-    // (no allocation, unlike on_abort). Set it before the token is shared.
-    using Hook = void (*)(void* arg, Reason reason);
-    void set_abort_hook(Hook hook, void* arg) noexcept {
-        hook_ = hook;
-        hook_arg_ = arg;
-    }
+    // The object that owns this token (a RequestState) is told of the abort,
+    // once, on the aborting thread, right after the abort is published and
+    // before the on_abort callbacks, without the allocation on_abort needs:
+    // set_owner_hook() installs the one function for the process (returns
+    // the previous one), set_owner() names the owner, before the token is
+    // shared.
+    using OwnerHook = void (*)(void* owner, Reason reason);
+    static OwnerHook set_owner_hook(OwnerHook hook) noexcept;
+    void set_owner(void* owner) noexcept { owner_ = owner; }
 
   private:
     // Low bits: the run state; kStopBit: the stop notice. Both live in the
@@ -104,19 +100,19 @@ class Token {
     Reason reason_ = Reason::kNone;
     mutable std::atomic<bool> stop_reported_{false};
     int64_t at_ns_ = 0;
-    std::atomic<int64_t> stop_ns_{0};
-    Hook hook_ = nullptr;
-    void* hook_arg_ = nullptr;
+    void* owner_ = nullptr;
 
+    // on_abort() callbacks: a lock-free stack (8 bytes while unused, which
+    // is nearly always); abort() swaps in closed() and runs what it took.
     struct Pending {
         Callback cb;
         const char* label;
+        Pending* next;
     };
     static void run_callback(const Pending& p, Reason reason) noexcept;
+    static Pending* closed() noexcept;
 
-    std::mutex callbacks_mu_;
-    std::vector<Pending> callbacks_;  // guarded by callbacks_mu_
-    bool callbacks_taken_ = false;    // guarded by callbacks_mu_
+    std::atomic<Pending*> callbacks_{nullptr};
 };
 
 }  // namespace abortguard

@@ -216,11 +216,14 @@ apr_status_t wait_until_acquired(const Request& req, std::chrono::microseconds t
     const auto deadline = timeout.count() < 0 ? clock::time_point::max() : clock::now() + timeout;
     std::chrono::microseconds pause(50);
     for (;;) {
-        if (try_once()) return APR_SUCCESS;
+        if (try_once())
+            return APR_SUCCESS;
         const auto now = clock::now();
-        if (now >= deadline) return APR_TIMEUP;
+        if (now >= deadline)
+            return APR_TIMEUP;
         const auto left = std::chrono::duration_cast<std::chrono::microseconds>(deadline - now);
-        if (req.wait_for(std::min(pause, left))) return APR_ECONNABORTED;
+        if (req.wait_for(std::min(pause, left)))
+            return APR_ECONNABORTED;
         pause = std::min(pause * 2, std::chrono::microseconds(2000));
     }
 }
@@ -236,7 +239,7 @@ apr_status_t wait_until_acquired(const Request& req, std::chrono::microseconds t
 //                                    ABORTGUARD_LOCK_EXCLUSIVE, std::chrono::seconds(5));
 //     if (rv == APR_ECONNABORTED) return OK;  // the client left while we waited
 class FileLockGuard {
-public:
+  public:
     FileLockGuard() noexcept = default;
     ~FileLockGuard() { unlock(); }
     FileLockGuard(FileLockGuard&& o) noexcept : lock_(std::exchange(o.lock_, nullptr)) {}
@@ -258,7 +261,8 @@ public:
     apr_status_t acquire(const Request& req, const char* path, int flags,
                          std::chrono::duration<Rep, Period> timeout) noexcept {
         auto* lock_file = APR_RETRIEVE_OPTIONAL_FN(abortguard_lock_file);
-        if (lock_file == nullptr) return APR_ENOTIMPL;
+        if (lock_file == nullptr)
+            return APR_ENOTIMPL;
         unlock();
         const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
         return lock_file(req.get(), path, flags, static_cast<apr_interval_time_t>(us), &lock_);
@@ -267,12 +271,14 @@ public:
     bool held() const noexcept { return lock_ != nullptr; }
 
     void unlock() noexcept {
-        if (lock_ == nullptr) return;
-        if (auto* unlock_fn = APR_RETRIEVE_OPTIONAL_FN(abortguard_unlock)) unlock_fn(lock_);
+        if (lock_ == nullptr)
+            return;
+        if (auto* unlock_fn = APR_RETRIEVE_OPTIONAL_FN(abortguard_unlock))
+            unlock_fn(lock_);
         lock_ = nullptr;
     }
 
-private:
+  private:
     abortguard_lock_t* lock_ = nullptr;
 };
 
@@ -285,7 +291,9 @@ struct MutexTraits {
 };
 template <>
 struct MutexTraits<apr_global_mutex_t> {
-    static bool try_lock(apr_global_mutex_t* m) { return apr_global_mutex_trylock(m) == APR_SUCCESS; }
+    static bool try_lock(apr_global_mutex_t* m) {
+        return apr_global_mutex_trylock(m) == APR_SUCCESS;
+    }
     static void unlock(apr_global_mutex_t* m) { apr_global_mutex_unlock(m); }
 };
 template <>
@@ -301,7 +309,7 @@ struct MutexTraits<apr_proc_mutex_t> {
 // thread (std::mutex must be unlocked by the thread that locked it).
 template <class M>
 class MutexGuard {
-public:
+  public:
     MutexGuard() noexcept = default;
     ~MutexGuard() { unlock(); }
     MutexGuard(MutexGuard&& o) noexcept : held_(std::exchange(o.held_, nullptr)) {}
@@ -321,9 +329,10 @@ public:
                          std::chrono::duration<Rep, Period> timeout) noexcept {
         unlock();
         const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout);
-        const apr_status_t rv = detail::wait_until_acquired(
-            req, us, [&] { return MutexTraits<M>::try_lock(&mutex); });
-        if (rv != APR_SUCCESS) return rv;
+        const apr_status_t rv =
+            detail::wait_until_acquired(req, us, [&] { return MutexTraits<M>::try_lock(&mutex); });
+        if (rv != APR_SUCCESS)
+            return rv;
         held_ = static_cast<Held*>(apr_palloc(req.get()->pool, sizeof(Held)));
         held_->mutex = &mutex;
         apr_pool_cleanup_register(req.get()->pool, held_, &Held::backstop, apr_pool_cleanup_null);
@@ -333,19 +342,21 @@ public:
     bool held() const noexcept { return held_ != nullptr && held_->mutex != nullptr; }
 
     void unlock() noexcept {
-        if (!held()) return;
+        if (!held())
+            return;
         MutexTraits<M>::unlock(held_->mutex);
         held_->mutex = nullptr;  // the backstop finds nothing left to do
         held_ = nullptr;
     }
 
-private:
+  private:
     // Lives in the request pool, shared by the guard and the backstop.
     struct Held {
         M* mutex;
         static apr_status_t backstop(void* p) {
             auto* h = static_cast<Held*>(p);
-            if (h->mutex != nullptr) MutexTraits<M>::unlock(h->mutex);
+            if (h->mutex != nullptr)
+                MutexTraits<M>::unlock(h->mutex);
             h->mutex = nullptr;
             return APR_SUCCESS;
         }

@@ -1,6 +1,8 @@
 /* All of mod_abortguard's directives, in one place. */
 #include "ag_config.h"
 
+#include <stdlib.h>
+
 #include "http_log.h"
 #include "apr_strings.h"
 
@@ -27,6 +29,11 @@ void* ag_dir_config_create(apr_pool_t* p, char* dir) {
     conf->mark_conn = AG_UNSET;
     conf->cleanup_warn_ns = AG_UNSET;
     conf->lock_warn_ns = AG_UNSET;
+    conf->proxy = AG_UNSET;
+    conf->log_status = AG_UNSET;
+    conf->ka_idle_s = AG_UNSET;
+    conf->ka_interval_s = AG_UNSET;
+    conf->ka_count = AG_UNSET;
     conf->stop_aborts = AG_UNSET;
     conf->grace_ns = AG_UNSET;
     conf->grace_action = AG_UNSET;
@@ -42,6 +49,12 @@ void* ag_dir_config_merge(apr_pool_t* p, void* basev, void* addv) {
     AG_MERGE(merged, base, add, mark_conn);
     AG_MERGE(merged, base, add, cleanup_warn_ns);
     AG_MERGE(merged, base, add, lock_warn_ns);
+    AG_MERGE(merged, base, add, proxy);
+    AG_MERGE(merged, base, add, log_status);
+    /* AbortGuardKeepAlive sets its three fields together. */
+    AG_MERGE(merged, base, add, ka_idle_s);
+    AG_MERGE(merged, base, add, ka_interval_s);
+    AG_MERGE(merged, base, add, ka_count);
     AG_MERGE(merged, base, add, stop_aborts);
     AG_MERGE(merged, base, add, grace_ns);
     AG_MERGE(merged, base, add, grace_action);
@@ -75,6 +88,24 @@ int ag_config_ignores_half_close(const ag_dir_config* conf) {
 
 int ag_config_marks_connection(const ag_dir_config* conf) {
     return AG_GET(conf, mark_conn, 1);
+}
+
+int ag_config_proxy(const ag_dir_config* conf) {
+    return AG_GET(conf, proxy, 1);
+}
+
+int ag_config_log_status(const ag_dir_config* conf) {
+    return AG_GET(conf, log_status, 0);
+}
+
+int ag_config_keepalive(const ag_dir_config* conf, int* idle_s, int* interval_s, int* count) {
+    if (AG_GET(conf, ka_idle_s, 0) == 0) {
+        return 0;
+    }
+    *idle_s = conf->ka_idle_s;
+    *interval_s = conf->ka_interval_s;
+    *count = conf->ka_count;
+    return 1;
 }
 
 int ag_config_stop_aborts(const ag_dir_config* conf) {
@@ -135,6 +166,76 @@ static const char* set_duration(cmd_parms* cmd, void* dirconf, const char* arg) 
     return NULL;
 }
 
+static const char* set_proxy(cmd_parms* cmd, void* dirconf, int flag) {
+    (void)cmd;
+    ((ag_dir_config*)dirconf)->proxy = flag;
+    return NULL;
+}
+
+static const char* set_log_status(cmd_parms* cmd, void* dirconf, const char* arg) {
+    ag_dir_config* conf = dirconf;
+    char* end;
+    long code;
+    (void)cmd;
+    if (!strcasecmp(arg, "off")) {
+        conf->log_status = 0;
+        return NULL;
+    }
+    code = strtol(arg, &end, 10);
+    if (*arg == '\0' || *end != '\0' || code < 100 || code > 999) {
+        return "AbortGuardLogStatus takes a status code from 100 to 999 (e.g. 499) or Off";
+    }
+    conf->log_status = (int)code;
+    return NULL;
+}
+
+/* Whole seconds from 1s to TCP_KEEPIDLE's maximum, 32767s. */
+static int keepalive_seconds(const char* arg, int* out) {
+    int64_t ns;
+    if (!ag_parse_duration(arg, &ns) || ns % APR_INT64_C(1000000000) != 0) {
+        return 0;
+    }
+    ns /= APR_INT64_C(1000000000);
+    if (ns < 1 || ns > 32767) {
+        return 0;
+    }
+    *out = (int)ns;
+    return 1;
+}
+
+static const char* set_keepalive(cmd_parms* cmd, void* dirconf, const char* idle,
+                                 const char* interval, const char* count) {
+    static const char usage[] =
+        "AbortGuardKeepAlive takes Off, or <idle> [<interval> [<count>]]: durations in whole "
+        "seconds from 1s to 32767s (e.g. 10s, 1m) and a probe count from 1 to 127";
+    ag_dir_config* conf = dirconf;
+    int idle_s, interval_s, n = 3;
+    char* end;
+    (void)cmd;
+    if (!strcasecmp(idle, "off") && interval == NULL) {
+        conf->ka_idle_s = conf->ka_interval_s = conf->ka_count = 0;
+        return NULL;
+    }
+    if (!keepalive_seconds(idle, &idle_s)) {
+        return usage;
+    }
+    interval_s = idle_s;
+    if (interval != NULL && !keepalive_seconds(interval, &interval_s)) {
+        return usage;
+    }
+    if (count != NULL) {
+        long v = strtol(count, &end, 10);
+        if (*count == '\0' || *end != '\0' || v < 1 || v > 127) {
+            return usage;
+        }
+        n = (int)v;
+    }
+    conf->ka_idle_s = idle_s;
+    conf->ka_interval_s = interval_s;
+    conf->ka_count = n;
+    return NULL;
+}
+
 static const char* set_stop_aborts(cmd_parms* cmd, void* dirconf, int flag) {
     (void)cmd;
     ((ag_dir_config*)dirconf)->stop_aborts = flag;
@@ -182,6 +283,14 @@ const command_rec ag_directives[] = {
     AP_INIT_TAKE1("AbortGuardLockWarn", set_duration,
                   (void*)APR_OFFSETOF(ag_dir_config, lock_warn_ns), AG_SCOPES,
                   "log a lock held longer than this at warn (default off)"),
+    AP_INIT_FLAG("AbortGuardProxy", set_proxy, NULL, AG_SCOPES,
+                 "On (default) to shut a proxied request's backend connection down when its "
+                 "client leaves"),
+    AP_INIT_TAKE1("AbortGuardLogStatus", set_log_status, NULL, AG_SCOPES,
+                  "a status (e.g. 499) to log in %>s for an aborted request, or Off (default)"),
+    AP_INIT_TAKE123("AbortGuardKeepAlive", set_keepalive, NULL, AG_SCOPES,
+                    "<idle> [<interval> [<count>]]: TCP keepalive on monitored requests' "
+                    "client sockets, or Off (default)"),
     AP_INIT_FLAG("AbortGuardStopAborts", set_stop_aborts, NULL, AG_SCOPES,
                  "On to treat the child's stop notice as a client abort (reason server-stop); "
                  "default Off"),

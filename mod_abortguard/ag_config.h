@@ -20,6 +20,11 @@ typedef struct {
     int mark_conn;               /* AbortGuardMarkConnection: 1, 0 or AG_UNSET */
     apr_int64_t cleanup_warn_ns; /* AbortGuardCleanupWarn, 0: off; or AG_UNSET */
     apr_int64_t lock_warn_ns;    /* AbortGuardLockWarn, 0: off; or AG_UNSET */
+    int proxy;                   /* AbortGuardProxy: 1, 0 or AG_UNSET */
+    int log_status;              /* AbortGuardLogStatus: a status, 0: off; or AG_UNSET */
+    int ka_idle_s;               /* AbortGuardKeepAlive, 0: off; or AG_UNSET */
+    int ka_interval_s;           /* ... set together with ka_idle_s */
+    int ka_count;
     int stop_aborts;             /* AbortGuardStopAborts: 1, 0 or AG_UNSET */
     /* Process-wide (main server only), read from the main server's
      * defaults (ag_config_for_server): */
@@ -44,6 +49,12 @@ apr_int64_t ag_config_cleanup_warn_ns(const ag_dir_config* conf);
 apr_int64_t ag_config_lock_warn_ns(const ag_dir_config* conf);
 int ag_config_ignores_half_close(const ag_dir_config* conf);
 int ag_config_marks_connection(const ag_dir_config* conf);
+/* AbortGuardProxy: shut the backend connection down on abort. */
+int ag_config_proxy(const ag_dir_config* conf);
+/* AbortGuardLogStatus: the status to log for an aborted request, 0: off. */
+int ag_config_log_status(const ag_dir_config* conf);
+/* AbortGuardKeepAlive: 1 and the settings when on, 0 when off. */
+int ag_config_keepalive(const ag_dir_config* conf, int* idle_s, int* interval_s, int* count);
 int ag_config_stop_aborts(const ag_dir_config* conf);
 
 /* The main server's configuration, where the process-wide directives

@@ -6,6 +6,7 @@
 #include "http_protocol.h"
 #include "http_request.h"
 
+#include "ag_interop.h"
 #include "agstats.h"
 #include "mod_abortguard.h"
 
@@ -16,12 +17,24 @@ struct ag_request_ctx {
     const ag_dir_config* conf;
     ag_state* state;   /* token, cleanups, locks: core-owned memory */
     ag_watch_id watch; /* 0 once the socket is no longer watched */
+    ag_watch_id stream_watch; /* HTTP/2: the stream's aborted flag; 0 when none */
+    apr_os_sock_t keepalive_fd; /* AbortGuardKeepAlive: restore on this socket */
+    ag_keepalive_saved keepalive;
     int forbidden;     /* AbortGuard Off: failed writes only */
     int response_done; /* EOS has passed: the handler's output is complete */
 };
 
 /* Written in child_init before any request thread exists. */
 static ag_monitor* child_monitor;
+/* The conn_config mark of a connection one of whose requests was watched. */
+static char watched_before;
+/* Written in register_hooks: saves a lookup by name per request. */
+static ap_filter_rec_t* eos_filter;
+
+void ag_request_register_filter(void) {
+    eos_filter =
+        ap_register_output_filter(AG_EOS_FILTER, ag_request_eos_filter, NULL, AP_FTYPE_PROTOCOL);
+}
 
 void ag_request_set_monitor(ag_monitor* monitor) {
     child_monitor = monitor;
@@ -48,6 +61,11 @@ static void stop_watching(ag_request_ctx* ctx) {
     if (ctx->watch != 0) {
         ag_monitor_unwatch(child_monitor, ctx->watch);
         ctx->watch = 0;
+        ag_keepalive_stop(ctx->keepalive_fd, &ctx->keepalive);
+    }
+    if (ctx->stream_watch != 0) {
+        ag_stream_unwatch(child_monitor, ctx->stream_watch);
+        ctx->stream_watch = 0;
     }
 }
 
@@ -143,24 +161,42 @@ static ag_request_ctx* find_ctx(const request_rec* r) {
     return NULL;
 }
 
-static void watch_socket(ag_request_ctx* ctx) {
-    apr_os_sock_t fd;
+/* A conn_rec has one socket for its whole life: once a request of this
+ * connection was watched, the next one may take its registration over. */
+static unsigned watch_flags(const ag_request_ctx* ctx, conn_rec* c) {
     unsigned flags = ag_config_ignores_half_close(ctx->conf) ? AG_WATCH_IGNORE_HALF_CLOSE : 0;
+    if (ap_get_module_config(c->conn_config, &abortguard_module) != NULL) {
+        return flags | AG_WATCH_SAME_SOCKET;
+    }
+    return flags | AG_WATCH_FRESH_SOCKET;
+}
+
+static void watch_socket(ag_request_ctx* ctx) {
     conn_rec* c = ctx->owner->connection;
+    apr_os_sock_t fd;
     int rv;
 
+    if (child_monitor != NULL && !ctx->forbidden && c->master != NULL &&
+        ag_stream_watch(child_monitor, c, ctx->state, &ctx->stream_watch) != 0) {
+        ctx->stream_watch = 0;
+    }
     if (child_monitor == NULL || !client_fd(ctx, &fd)) {
         return;
     }
-    rv = ag_monitor_watch(child_monitor, fd, flags, ctx->state,
+    rv = ag_monitor_watch(child_monitor, fd, watch_flags(ctx, c), ctx->state,
                           ag_config_marks_connection(ctx->conf) ? mark_connection : NULL, c,
                           &ctx->watch);
-    if (rv != 0) {
+    if (rv == 0) {
+        ap_set_module_config(c->conn_config, &abortguard_module, &watched_before);
+    } else {
         ctx->watch = 0;
         ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, ctx->owner,
                       "AG0202: cannot watch the client socket; abort detection is off for "
                       "this request");
+        return;
     }
+    ctx->keepalive_fd = fd;
+    ag_keepalive_start(ctx->owner, ctx->conf, fd, &ctx->keepalive);
 }
 
 static ag_request_ctx* create_ctx(request_rec* r) {
@@ -185,7 +221,7 @@ static ag_request_ctx* create_ctx(request_rec* r) {
         ag_config_marks_connection(ctx->conf)) {
         ag_state_on_abort(ctx->state, mark_connection_on_stop, r->connection);
     }
-    ap_add_output_filter(AG_EOS_FILTER, ctx, r, r->connection);
+    ap_add_output_filter_handle(eos_filter, ctx, r, r->connection);
     return ctx;
 }
 
@@ -255,6 +291,7 @@ int ag_request_log_transaction(request_rec* r) {
     }
     reason = ag_reason_name(ag_state_reason(ctx->state));
     publish(r, reason);
+    ag_log_status((request_rec*)last);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
                   "AG0201: client went away (%s) %" APR_INT64_T_FMT " ms into the request", reason,
                   (ag_state_aborted_at_ns(ctx->state) - ag_state_start_ns(ctx->state)) / 1000000);

@@ -21,6 +21,9 @@
 
 typedef struct ag_request_ctx ag_request_ctx;
 
+/* Registers the EOS filter; from register_hooks. */
+void ag_request_register_filter(void);
+
 /* The child's monitor, or NULL when it could not start (set in child_init). */
 void ag_request_set_monitor(ag_monitor* monitor);
 

@@ -10,6 +10,7 @@
 
 #include "ag_api.h"
 #include "ag_config.h"
+#include "ag_interop.h"
 #include "ag_lifecycle.h"
 #include "ag_request.h"
 #include "ag_status.h"
@@ -88,13 +89,14 @@ static void register_hooks(apr_pool_t* p) {
     (void)p;
     ag_api_register();
     ag_status_register_hooks(p);
+    ag_proxy_register_hooks(p);
     ag_lifecycle_register_hooks(p);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     /* Last, so that redirects made by other fixups (mod_dir) are settled. */
     ap_hook_fixups(ag_request_fixups, NULL, NULL, APR_HOOK_REALLY_LAST);
     /* Before mod_log_config writes the line. */
     ap_hook_log_transaction(ag_request_log_transaction, NULL, NULL, APR_HOOK_REALLY_FIRST);
-    ap_register_output_filter(AG_EOS_FILTER, ag_request_eos_filter, NULL, AP_FTYPE_PROTOCOL);
+    ag_request_register_filter();
 }
 
 module AP_MODULE_DECLARE_DATA abortguard_module = {STANDARD20_MODULE_STUFF,

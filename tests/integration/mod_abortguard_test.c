@@ -13,13 +13,21 @@
  *   abortguard-test         query: ms=N (run time, default 5000),
  *                           flush=1 (send "started\n" at once, default 0),
  *                           poll=1 (check c->aborted every ms, default 1),
- *                           bytes=N (body bytes written at the end).
+ *                           api=1 (instead, sleep in one abortguard_wait()
+ *                           for the whole time: only mod_abortguard's own
+ *                           verdict ends it early),
+ *                           bytes=N (body bytes written at the end),
+ *                           mark=PATH (create this file when the handler
+ *                           starts: a test's sign that it runs, for a
+ *                           handler that writes nothing yet).
  *                           Ends with "done\n" unless the abort was noticed.
  *   abortguard-test-upload  reads the whole request body, optional
  *                           delay_ms=N between reads, answers "received N\n".
  */
+#include <fcntl.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* httpd.h first: the other httpd headers depend on it. */
 #include "httpd.h"
@@ -30,7 +38,27 @@
 #include "http_request.h"
 #include "util_script.h"
 
+#include "mod_abortguard.h"
+
 module AP_MODULE_DECLARE_DATA abortguard_test_module;
+
+static APR_OPTIONAL_FN_TYPE(abortguard_wait) * ag_wait;
+
+static void retrieve_api(void) {
+    ag_wait = APR_RETRIEVE_OPTIONAL_FN(abortguard_wait);
+}
+
+static apr_int64_t monotonic_us(void);
+
+/* One abortguard_wait() until end_us. Returns the time it woke for an
+ * abort, or 0. */
+static apr_int64_t wait_until(request_rec* r, apr_int64_t end_us) {
+    apr_int64_t left = end_us - monotonic_us();
+    if (ag_wait != NULL && left > 0 && ag_wait(r, left) == APR_ECONNABORTED) {
+        return monotonic_us();
+    }
+    return 0;
+}
 
 static apr_int64_t monotonic_us(void) {
     struct timespec ts;
@@ -95,6 +123,12 @@ static int slow_handler(request_rec* r) {
     ap_args_to_table(r, &args);
     flush = arg_int(args, "flush", 0) != 0;
     poll = arg_int(args, "poll", 1) != 0;
+    if (apr_table_get(args, "mark") != NULL) {
+        int fd = open(apr_table_get(args, "mark"), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+        if (fd >= 0) {
+            close(fd);
+        }
+    }
 
     ap_set_content_type(r, "text/plain");
     if (flush) {
@@ -103,7 +137,11 @@ static int slow_handler(request_rec* r) {
         ap_rputs("started\n", r);
         ap_rflush(r);
     }
-    noticed_us = compute_until(r, start_us + arg_int(args, "ms", 5000) * 1000, poll);
+    if (arg_int(args, "api", 0) != 0) {
+        noticed_us = wait_until(r, start_us + arg_int(args, "ms", 5000) * 1000);
+    } else {
+        noticed_us = compute_until(r, start_us + arg_int(args, "ms", 5000) * 1000, poll);
+    }
     if (!noticed_us) {
         noticed_us = write_filler(r, arg_int(args, "bytes", 0), poll);
     }
@@ -152,6 +190,7 @@ static int upload_handler(request_rec* r) {
 
 static void register_hooks(apr_pool_t* p) {
     (void)p;
+    ap_hook_optional_fn_retrieve(retrieve_api, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(slow_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(upload_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }

@@ -171,6 +171,22 @@ bool RawClient::connect(int port, Millis timeout) {
     return true;
 }
 
+void RawClient::adopt(int fd) {
+    close_fd();
+    fd_ = fd;
+    ::fcntl(fd_, F_SETFL, ::fcntl(fd_, F_GETFL) | O_NONBLOCK);
+    int one = 1;
+    ::setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+int RawClient::local_port() const {
+    sockaddr_in addr{};
+    socklen_t len = sizeof(addr);
+    if (fd_ < 0 || ::getsockname(fd_, reinterpret_cast<sockaddr*>(&addr), &len) != 0)
+        return 0;
+    return ntohs(addr.sin_port);
+}
+
 bool RawClient::send(const std::string& data, Millis timeout) {
     Deadline deadline(timeout);
     size_t sent = 0;

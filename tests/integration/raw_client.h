@@ -47,7 +47,12 @@ class RawClient {
     RawClient& operator=(const RawClient&) = delete;
 
     bool connect(int port, Millis timeout = Millis(3000));
+    // Takes over a connected TCP socket (made non-blocking here), e.g. one
+    // connected from another network namespace.
+    void adopt(int fd);
     bool is_open() const { return fd_ >= 0; }
+    // The client side's TCP port (0 when not connected).
+    int local_port() const;
     // Sends everything (blocking, bounded by timeout).
     bool send(const std::string& data, Millis timeout = Millis(10000));
 

@@ -9,6 +9,9 @@
 //   AGX0001: transaction <id> rolled back    AGX0002: ... committed    (C)
 //   AGX0011: transaction <id> rolled back|committed                   (C++)
 // Every scenario runs under the event, worker and prefork MPMs.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <algorithm>
 #include <cstdio>
 #include <functional>
@@ -249,6 +252,32 @@ TEST_P(Api, CompletedRequestsCommit) {
         EXPECT_EQ(o.commits(id), 1) << id;
         EXPECT_EQ(o.rolled(id), 0) << id;
     }
+}
+
+// The C++ guards (FileLockGuard, MutexGuard) used by a module written only
+// against abortguard.hpp: A holds the file lock and its client resets; B,
+// waiting for the same lock, gets it at once and commits (its commit takes
+// the ledger's MutexGuard); A's transaction is rolled back.
+TEST_P(Api, CxxLockGuardHandsOverWhenTheHolderAborts) {
+    const std::string path = httpd().run_dir() + "/" + make_tag() + ".lock";
+    const int fd = open(path.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+    ASSERT_GE(fd, 0) << path;
+    fchmod(fd, 0666);  // the children may run as another user
+    close(fd);
+    const std::string a_id = make_tag(), b_id = make_tag();
+    RawClient a = connect();
+    ASSERT_TRUE(a.send(http_get("/example-cxx?id=" + a_id + "&ms=10000&lock=" + path)));
+    ASSERT_TRUE(a.read_until("locked\n", kIo)) << a.received();
+    RawClient b = connect();
+    ASSERT_TRUE(b.send(http_get("/example-cxx?id=" + b_id + "&ms=0&lock=" + path)));
+    EXPECT_FALSE(b.read_at_least(1, kQuiet)) << "B got the lock A holds: " << b.received();
+    a.close_rst();
+    ASSERT_TRUE(b.read_until("transaction " + b_id + " done\n", kIo)) << b.received();
+    EXPECT_LT(monotonic_us() - a.close_us(), kMaxStopUs) << "B waited past A's abort";
+    expect_rolled_back_once(a_id);
+    Outcomes o;
+    EXPECT_TRUE(await_outcomes([&](const Outcomes& x) { return x.commits(b_id) > 0; }, &o));
+    unlink(path.c_str());
 }
 
 // ------------------------------------------------------ 2. AbortGuard Off

@@ -34,6 +34,8 @@ class Fd {
     ~Fd() { reset(); }
 
     int get() const { return fd_; }
+    // Gives up ownership.
+    int release() { return std::exchange(fd_, -1); }
     void reset() {
         if (fd_ >= 0)
             ::close(fd_);

@@ -173,6 +173,76 @@ TEST_F(MonitorTest, TheSameFdCanBeWatchedAgainAfterUnwatch) {
     monitor_->unwatch(id);
 }
 
+// The registration a finished watch leaves parked must not outlive its
+// socket's meaning: the same fd number, now another connection, is watched
+// afresh (the number is forced with dup2), with and without the hint.
+TEST_F(MonitorTest, AReusedFdNumberIsWatchedAfresh) {
+    for (unsigned hint : {0u, unsigned{Monitor::kFreshSocket}}) {
+        auto [old_client, old_server] = listener_.connect_pair();
+        const int number = old_server.get();
+        Token first;
+        Calls calls;
+        monitor_->unwatch(watch(old_server, &first, &calls));
+        auto [client, server] = listener_.connect_pair();
+        Fd reused(old_server.release());
+        ASSERT_EQ(dup2(server.get(), number), number);  // closes the old socket
+        Token second;
+        const auto id = watch(reused, &second, &calls, hint);
+        old_client.reset();  // the old peer leaving must not matter
+        client.reset();
+        ASSERT_TRUE(fires(second));
+        EXPECT_FALSE(first.aborted());
+        monitor_->unwatch(id);
+    }
+}
+
+// Keep-alive: each request of a connection watches the same socket; the
+// registration is taken over (kSameSocket) and still reports the close.
+TEST_F(MonitorTest, TheSameConnectionsNextRequestsStillSeeTheClose) {
+    auto [client, server] = listener_.connect_pair();
+    Calls calls;
+    Token first, second, third;
+    monitor_->unwatch(watch(server, &first, &calls, Monitor::kFreshSocket));
+    monitor_->unwatch(watch(server, &second, &calls, Monitor::kSameSocket));
+    const auto id = watch(server, &third, &calls, Monitor::kSameSocket);
+    client.reset();
+    ASSERT_TRUE(fires(third));
+    EXPECT_FALSE(first.aborted());
+    EXPECT_FALSE(second.aborted());
+    monitor_->unwatch(id);
+}
+
+// The parked registration fired between two requests (one-shot: now
+// disabled in the kernel); the next request must re-arm it, not trust it.
+TEST_F(MonitorTest, ARegistrationThatFiredWhileParkedIsReArmed) {
+    auto [client, server] = listener_.connect_pair();
+    Calls calls;
+    Token first, second;
+    monitor_->unwatch(watch(server, &first, &calls, Monitor::kFreshSocket));
+    agtest::half_close(client);
+    drain_events();  // the parked registration's event has been consumed
+    const auto id = watch(server, &second, &calls, Monitor::kSameSocket);
+    ASSERT_TRUE(fires(second)) << "a disabled registration was taken over";
+    EXPECT_EQ(second.reason(), Reason::kFin);
+    EXPECT_FALSE(first.aborted());
+    monitor_->unwatch(id);
+}
+
+TEST_F(MonitorTest, AStaleIdDoesNotRemoveTheNextWatch) {
+    auto [client, server] = listener_.connect_pair();
+    Calls calls;
+    Token first, second;
+    const auto old_id = watch(server, &first, &calls, Monitor::kFreshSocket);
+    monitor_->unwatch(old_id);
+    const auto id = watch(server, &second, &calls, Monitor::kSameSocket);
+    EXPECT_NE(id, old_id);
+    monitor_->unwatch(old_id);  // a late duplicate from the previous request
+    EXPECT_EQ(monitor_->watch_count(), 1u);
+    client.reset();
+    ASSERT_TRUE(fires(second));
+    monitor_->unwatch(id);
+}
+
 TEST_F(MonitorTest, UnwatchWaitsForARunningCallback) {
     struct Blocking {
         std::atomic<bool> entered{false};

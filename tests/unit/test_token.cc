@@ -184,11 +184,9 @@ namespace {
 TEST(TokenStop, IsNotAnAbortAndHappensOnce) {
     Token t;
     EXPECT_FALSE(t.stopping());
-    EXPECT_EQ(t.stopped_at_ns(), 0);
-    EXPECT_TRUE(t.stop(7));
-    EXPECT_FALSE(t.stop(9));
+    EXPECT_TRUE(t.stop());
+    EXPECT_FALSE(t.stop());
     EXPECT_TRUE(t.stopping());
-    EXPECT_EQ(t.stopped_at_ns(), 7);
     EXPECT_FALSE(t.aborted());
     EXPECT_EQ(t.reason(), Reason::kNone);
 }
@@ -206,7 +204,7 @@ TEST(TokenStop, EndsAWaitInProgressAtOnce) {
     });
     while (!waiting)
         std::this_thread::yield();
-    t.stop(mono_ns());
+    t.stop();
     waiter.join();
     EXPECT_EQ(got, Token::Wake::kStopped);
     EXPECT_LT(woke_after, 5000 * kMs);
@@ -216,7 +214,7 @@ TEST(TokenStop, EndsAWaitInProgressAtOnce) {
 // notice was given: it is reported to one wait, later ones sleep.
 TEST(TokenStop, IsReportedOnceToTheWaitsThatFollowIt) {
     Token t;
-    t.stop(mono_ns());
+    t.stop();
     EXPECT_EQ(t.wait_event(mono_ns()), Token::Wake::kStopped);
     const int64_t start = mono_ns();
     EXPECT_EQ(t.wait_event(start + 20 * kMs), Token::Wake::kTimeout);
@@ -225,7 +223,7 @@ TEST(TokenStop, IsReportedOnceToTheWaitsThatFollowIt) {
 
 TEST(TokenStop, AnAbortAfterItWinsAndKeepsTheStop) {
     Token t;
-    t.stop(mono_ns());
+    t.stop();
     EXPECT_TRUE(t.abort(Reason::kServerStop, 5));
     EXPECT_TRUE(t.aborted());
     EXPECT_TRUE(t.stopping());
@@ -247,7 +245,7 @@ TEST(TokenStop, DoesNotEndAnAbortOnlyWait) {
     });
     while (!waiting)
         std::this_thread::yield();
-    t.stop(mono_ns());
+    t.stop();
     waiter.join();
     EXPECT_FALSE(result);
     EXPECT_GE(waited, 50 * kMs);
@@ -257,7 +255,7 @@ TEST(TokenStop, ConcurrentStopAndAbortKeepBoth) {
     for (int round = 0; round < 200; ++round) {
         Token t;
         std::thread a([&] { t.abort(Reason::kRst, 1); });
-        std::thread s([&] { t.stop(2); });
+        std::thread s([&] { t.stop(); });
         a.join();
         s.join();
         ASSERT_TRUE(t.aborted());
@@ -266,25 +264,29 @@ TEST(TokenStop, ConcurrentStopAndAbortKeepBoth) {
     }
 }
 
-TEST(TokenHook, RunsOnceOnTheAbortingThreadBeforeTheCallbacks) {
+TEST(TokenHook, TellsTheOwnerOnceBeforeTheCallbacks) {
     struct Seen {
         int hook_calls = 0;
         Reason reason = Reason::kNone;
         bool callback_first = false;
         bool callback_ran = false;
     } seen;
-    Token t;
-    t.set_abort_hook(
-        [](void* arg, Reason r) {
-            auto* s = static_cast<Seen*>(arg);
-            ++s->hook_calls;
-            s->reason = r;
-            s->callback_first = s->callback_ran;
-        },
-        &seen);
-    t.on_abort([&](Reason) { seen.callback_ran = true; });
-    t.abort(Reason::kFin, 1);
-    t.abort(Reason::kRst, 2);
+    const Token::OwnerHook previous = Token::set_owner_hook([](void* owner, Reason r) {
+        auto* s = static_cast<Seen*>(owner);
+        ++s->hook_calls;
+        s->reason = r;
+        s->callback_first = s->callback_ran;
+    });
+    {
+        Token t;
+        t.set_owner(&seen);
+        t.on_abort([&](Reason) { seen.callback_ran = true; });
+        t.abort(Reason::kFin, 1);
+        t.abort(Reason::kRst, 2);
+        Token unowned;  // no owner: the hook is not called
+        unowned.abort(Reason::kRst, 3);
+    }
+    Token::set_owner_hook(previous);
     EXPECT_EQ(seen.hook_calls, 1);
     EXPECT_EQ(seen.reason, Reason::kFin);
     EXPECT_FALSE(seen.callback_first);
