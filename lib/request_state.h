@@ -117,7 +117,7 @@ class RequestState {
     std::atomic<bool> ending_{false};
     bool grace_closed_ = false;                // guarded by mu_: the destructor began
     std::atomic<int64_t> ending_since_ns_{0};  // run_cleanups() began
-    char uri_[96];  // a prefix is enough to recognise a request
+    char uri_[96];                             // a prefix is enough to recognise a request
     char handler_[32];
     // Created by the request thread, read by the monitor's grace action.
     std::atomic<CleanupRegistry*> cleanups_{nullptr};  // owned
@@ -125,7 +125,7 @@ class RequestState {
 
     mutable std::mutex mu_;
     std::vector<std::unique_ptr<HeldLock>> locks_;  // guarded by mu_
-    uint64_t grace_timer_ = 0;  // guarded by mu_ (lifecycle.h)
+    uint64_t grace_timer_ = 0;                      // guarded by mu_ (lifecycle.h)
 
     // The in-flight table: intrusive lists, each guarded by its shard's mutex.
     RequestState* prev_ = nullptr;

@@ -25,7 +25,7 @@ typedef struct {
     int ka_idle_s;               /* AbortGuardKeepAlive, 0: off; or AG_UNSET */
     int ka_interval_s;           /* ... set together with ka_idle_s */
     int ka_count;
-    int stop_aborts;             /* AbortGuardStopAborts: 1, 0 or AG_UNSET */
+    int stop_aborts; /* AbortGuardStopAborts: 1, 0 or AG_UNSET */
     /* Process-wide (main server only), read from the main server's
      * defaults (ag_config_for_server): */
     apr_int64_t grace_ns;        /* AbortGuardGracePeriod, 0: off; or AG_UNSET */
