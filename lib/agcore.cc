@@ -13,6 +13,7 @@
 #include "duration.h"
 #include "flag_watch.h"
 #include "keepalive.h"
+#include "lifecycle.h"
 #include "log.h"
 #include "monitor.h"
 #include "probe.h"
@@ -28,9 +29,12 @@ struct ag_monitor {
     // Never destroyed before the process exits (nor is the monitor).
     std::unique_ptr<abortguard::FlagWatcher> flags;
 };
+struct ag_lifecycle {
+    std::unique_ptr<abortguard::Lifecycle> impl;
+};
 struct ag_state {
     RequestState impl;
-    ag_state(const char* uri, const char* handler) : impl(uri, handler) {}
+    ag_state(const char* uri, const char* handler, unsigned flags) : impl(uri, handler, flags) {}
 };
 // ag_lock is never defined: an ag_lock* is a RequestState::HeldLock*.
 
@@ -123,8 +127,88 @@ void ag_monitor_unwatch(ag_monitor* m, ag_watch_id id) {
     m->impl->unwatch(id);
 }
 
+void ag_monitor_retire(ag_monitor* m) {
+    m->impl->retire();
+}
+
+int ag_lifecycle_start(ag_monitor* m, const ag_lifecycle_config* config, ag_lifecycle** out,
+                       char* err, size_t errlen) {
+    try {
+        abortguard::Lifecycle::Config c;
+        c.grace_ns = config->grace_ns;
+        c.grace_terminate = config->grace_terminate != 0;
+        c.exit_timeout_ns = config->exit_timeout_ns;
+        c.conn_capacity = config->conn_capacity;
+        auto l = std::make_unique<ag_lifecycle>();
+        abortguard::Status st = abortguard::Lifecycle::create(m->impl.get(), c, &l->impl);
+        if (!st.is_ok()) {
+            copy_message(st.to_string(), err, errlen);
+            return errno_of(st);
+        }
+        l->impl->install();
+        *out = l.release();
+        return 0;
+    } catch (const std::exception& e) {
+        copy_message(e.what(), err, errlen);
+    } catch (...) {
+        copy_message("unknown exception", err, errlen);
+    }
+    return ENOMEM;
+}
+
+void ag_lifecycle_notify_stop(ag_lifecycle* l, int graceful) {
+    l->impl->notify_stop(graceful != 0);
+}
+
+void ag_lifecycle_notify_exit(ag_lifecycle* l) {
+    l->impl->notify_exit();
+}
+
+void ag_lifecycle_note_child_cleanup(ag_lifecycle* l) {
+    l->impl->note_child_cleanup();
+}
+
+int ag_lifecycle_stopping(const ag_lifecycle* l) {
+    return l->impl->stopping() ? 1 : 0;
+}
+
+int ag_lifecycle_exit_bounded(const ag_lifecycle* l) {
+    return l->impl->config().exit_timeout_ns > 0 ? 1 : 0;
+}
+
+int ag_conn_add(ag_lifecycle* l, int fd) {
+    abortguard::ConnTable* t = l->impl->conns();
+    return t != nullptr ? t->add(fd) : -1;
+}
+
+void ag_conn_idle(ag_lifecycle* l, int slot) {
+    if (abortguard::ConnTable* t = l->impl->conns())
+        t->set_idle(slot);
+}
+
+int ag_conn_busy(ag_lifecycle* l, int slot) {
+    abortguard::ConnTable* t = l->impl->conns();
+    return t == nullptr || t->set_busy(slot) ? 1 : 0;
+}
+
+void ag_conn_remove(ag_lifecycle* l, int slot) {
+    if (abortguard::ConnTable* t = l->impl->conns())
+        t->remove(slot);
+}
+
+int ag_cleanup_terminating(void) {
+    return abortguard::Lifecycle::in_terminate() ? 1 : 0;
+}
+
 ag_state* ag_state_create(const char* uri, const char* handler) {
-    return new (std::nothrow) ag_state(uri, handler);
+    return ag_state_create_ex(uri, handler, 0);
+}
+
+ag_state* ag_state_create_ex(const char* uri, const char* handler, unsigned flags) {
+    unsigned f = 0;
+    if (flags & AG_STATE_STOP_ABORTS)
+        f |= RequestState::kStopAborts;
+    return new (std::nothrow) ag_state(uri, handler, f);
 }
 
 int ag_state_destroy(ag_state* s) {
@@ -158,6 +242,28 @@ int ag_state_wait(const ag_state* s, int64_t timeout_ns) {
     return token.wait_until(abortguard::mono_ns() + timeout_ns) ? 1 : 0;
 }
 
+int ag_state_stopping(const ag_state* s) {
+    // A stop-abort is published an instant before the stop bit.
+    const auto& t = s->impl.token();
+    return t.stopping() || t.reason() == Reason::kServerStop ? 1 : 0;
+}
+
+int ag_state_wait_event(const ag_state* s, int64_t timeout_ns) {
+    switch (s->impl.token().wait_event(abortguard::mono_ns() + timeout_ns)) {
+        case abortguard::Token::Wake::kAborted:
+            return AG_WAIT_ABORTED;
+        case abortguard::Token::Wake::kStopped:
+            return AG_WAIT_STOPPED;
+        case abortguard::Token::Wake::kTimeout:
+            break;
+    }
+    return AG_WAIT_TIMEOUT;
+}
+
+void ag_state_set_response_done(ag_state* s) {
+    s->impl.set_response_done();
+}
+
 int ag_state_on_abort(ag_state* s, ag_abort_fn* fn, void* arg) {
     try {
         auto cb = [fn, arg](Reason r) { fn(arg, static_cast<int>(r)); };
@@ -175,7 +281,10 @@ int ag_state_add_cleanup(ag_state* s, ag_cleanup_fn* fn, void* arg, int when,
         abortguard::CleanupRegistry* reg = s->impl.cleanups();
         if (reg == nullptr)
             return ENOMEM;
-        auto call = [fn, arg](bool aborted) { fn(arg, aborted ? 1 : 0); };
+        // 2: run by the monitor thread for a terminate grace action.
+        auto call = [fn, arg](bool aborted) {
+            fn(arg, aborted ? (abortguard::Lifecycle::in_terminate() ? 2 : 1) : 0);
+        };
         if (reg->add(call, static_cast<abortguard::When>(when), identity))
             return 0;
         return reg->closed() ? ECANCELED : ENOMEM;
@@ -185,9 +294,7 @@ int ag_state_add_cleanup(ag_state* s, ag_cleanup_fn* fn, void* arg, int when,
 }
 
 void ag_state_run_cleanups(ag_state* s, int aborted, int64_t slow_ns, ag_registry_summary* out) {
-    abortguard::CleanupRegistry::Summary sum;
-    if (abortguard::CleanupRegistry* reg = s->impl.cleanups())
-        sum = reg->run(aborted != 0, slow_ns);
+    const abortguard::CleanupRegistry::Summary sum = s->impl.run_cleanups(aborted != 0, slow_ns);
     if (out != nullptr)
         *out = {sum.run, sum.failed, sum.slow, sum.total_ns, sum.slowest_ns};
 }

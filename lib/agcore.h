@@ -42,8 +42,9 @@ typedef enum {
 } ag_log_level_e;
 
 typedef struct ag_monitor ag_monitor;
-typedef struct ag_state ag_state; /* one request: token, cleanups, locks */
-typedef struct ag_lock ag_lock;   /* a file lock bound to a request */
+typedef struct ag_lifecycle ag_lifecycle; /* the child's stop/grace/exit logic */
+typedef struct ag_state ag_state;         /* one request: token, cleanups, locks */
+typedef struct ag_lock ag_lock;           /* a file lock bound to a request */
 typedef uint64_t ag_watch_id;
 
 #define AG_WATCH_IGNORE_HALF_CLOSE 1u
@@ -70,10 +71,15 @@ typedef struct {
 
 /* One in-flight request, as the status page shows it. */
 typedef struct {
-    int64_t start_ns;      /* CLOCK_MONOTONIC */
-    int64_t aborted_at_ns; /* 0 while running */
-    int reason;            /* ag_reason_e */
-    char uri[128];         /* truncated copy */
+    int64_t start_ns;         /* CLOCK_MONOTONIC */
+    int64_t aborted_at_ns;    /* 0 while running */
+    int reason;               /* ag_reason_e */
+    int stopping;             /* the stop notice reached it */
+    int response_done;        /* the handler's response is complete */
+    int64_t ending_since_ns;  /* its cleanups began (the request ends); 0 before */
+    int64_t cleanup_since_ns; /* the cleanup named below runs since; 0: none */
+    char cleanup[96];
+    char uri[128]; /* truncated copy */
     char handler[48];
     int nlocks; /* locks held, up to 4 listed */
     struct {
@@ -114,11 +120,53 @@ int ag_monitor_watch(ag_monitor* m, int fd, unsigned flags, ag_state* state, ag_
 /* Synchronous: when it returns, no callback for `id` runs or will run. */
 void ag_monitor_unwatch(ag_monitor* m, ag_watch_id id);
 
+/* watch() fails from now on; the thread keeps running timers and posted
+ * work until the process exits (the lifecycle's exit watchdog).
+ * Async-signal-safe. */
+void ag_monitor_retire(ag_monitor* m);
+
+/* ---- The child's lifecycle (lifecycle.h) ---- */
+
+typedef struct {
+    int64_t grace_ns;        /* <= 0: no grace timer */
+    int grace_terminate;     /* 0: log only */
+    int64_t exit_timeout_ns; /* <= 0: no exit bound */
+    size_t conn_capacity;    /* 0: client connections are not tracked */
+} ag_lifecycle_config;
+
+/* Creates the lifecycle on `m`'s thread and makes it the process's. Returns
+ * 0, or an errno value and a message. */
+int ag_lifecycle_start(ag_monitor* m, const ag_lifecycle_config* config, ag_lifecycle** out,
+                       char* err, size_t errlen);
+/* Async-signal-safe: the child is stopping (stop notice), its exit began
+ * (exit bound), its owner's own child cleanup ran (for reports). */
+void ag_lifecycle_notify_stop(ag_lifecycle* l, int graceful);
+void ag_lifecycle_notify_exit(ag_lifecycle* l);
+void ag_lifecycle_note_child_cleanup(ag_lifecycle* l);
+int ag_lifecycle_stopping(const ag_lifecycle* l);
+int ag_lifecycle_exit_bounded(const ag_lifecycle* l);
+
+/* Client connections (conn_table.h); lock-free and async-signal-safe. A
+ * slot of -1 (not tracked) is accepted everywhere and does nothing. */
+int ag_conn_add(ag_lifecycle* l, int fd); /* slot, or -1 */
+void ag_conn_idle(ag_lifecycle* l, int slot);
+/* 0 if the stop notice shut the connection down before these bytes came. */
+int ag_conn_busy(ag_lifecycle* l, int slot);
+/* Synchronous: afterwards the fd is never touched; call before closing it. */
+void ag_conn_remove(ag_lifecycle* l, int slot);
+
+/* Nonzero on the monitor thread while it runs a request's cleanups for
+ * AbortGuardGraceAction terminate. */
+int ag_cleanup_terminating(void);
+
 /* ---- A request's state (request_state.h) ---- */
 
 /* Listed in this process's in-flight table until destroyed. NULL when out
  * of memory. */
 ag_state* ag_state_create(const char* uri, const char* handler);
+/* AG_STATE_STOP_ABORTS: the stop notice aborts it (reason server-stop). */
+#define AG_STATE_STOP_ABORTS 1u
+ag_state* ag_state_create_ex(const char* uri, const char* handler, unsigned flags);
 /* Releases locks still held (returns how many) and frees everything. */
 int ag_state_destroy(ag_state* s);
 
@@ -130,6 +178,16 @@ int64_t ag_state_start_ns(const ag_state* s);
 int ag_state_abort(ag_state* s, ag_reason_e reason);
 /* Blocks until aborted or timeout_ns passed; returns ag_state_aborted(). */
 int ag_state_wait(const ag_state* s, int64_t timeout_ns);
+/* The stop notice reached the request (see Token::stop). */
+int ag_state_stopping(const ag_state* s);
+/* As ag_state_wait, but also ends at the stop notice (once per wait; see
+ * Token::wait_event): AG_WAIT_TIMEOUT, AG_WAIT_ABORTED or AG_WAIT_STOPPED. */
+#define AG_WAIT_TIMEOUT 0
+#define AG_WAIT_ABORTED 1
+#define AG_WAIT_STOPPED 2
+int ag_state_wait_event(const ag_state* s, int64_t timeout_ns);
+/* The handler's response is complete; a stop notice no longer applies. */
+void ag_state_set_response_done(ag_state* s);
 /* Calls fn(arg, reason) once when the request is aborted, on the aborting
  * thread, or at once if it already is. Returns 0 or ENOMEM. */
 int ag_state_on_abort(ag_state* s, ag_abort_fn* fn, void* arg);

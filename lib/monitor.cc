@@ -139,7 +139,7 @@ Status Monitor::watch(int fd, unsigned flags, Token* token, AbortFn fn, void* ar
     const uint32_t wanted = EPOLLONESHOT | ((flags & kIgnoreHalfClose) ? 0u : uint32_t{EPOLLRDHUP});
     try {
         std::lock_guard<std::mutex> lock(mu_);
-        if (stopping_.load(std::memory_order_acquire)) {
+        if (stopping_.load(std::memory_order_acquire) || retired_.load(std::memory_order_acquire)) {
             return Status::from_errno(ECANCELED, "monitor stopped");
         }
         if (static_cast<size_t>(fd) >= slots_.size())
@@ -279,8 +279,45 @@ void Monitor::run() noexcept {
             }
         }
         timers_.run_due(mono_ns());
+        if (posted_.load(std::memory_order_relaxed) != 0) {
+            // in_post_ before loading the handler: set_post_handler(nullptr)
+            // clears the handler, then waits for in_post_ to drop.
+            in_post_.store(true, std::memory_order_seq_cst);
+            const PostFn fn = post_fn_.load(std::memory_order_seq_cst);
+            if (fn != nullptr)
+                fn(post_arg_.load(std::memory_order_relaxed),
+                   posted_.exchange(0, std::memory_order_acq_rel));
+            in_post_.store(false, std::memory_order_seq_cst);
+        }
     }
     exited_.store(true, std::memory_order_release);
+}
+
+void Monitor::set_post_handler(PostFn fn, void* arg) noexcept {
+    if (fn == nullptr) {
+        post_fn_.store(nullptr, std::memory_order_seq_cst);
+        while (in_post_.load(std::memory_order_seq_cst))
+            std::this_thread::yield();
+        return;
+    }
+    post_arg_.store(arg, std::memory_order_relaxed);
+    post_fn_.store(fn, std::memory_order_seq_cst);
+    wake();  // bits posted before
+}
+
+void Monitor::post(uint32_t bits) noexcept {
+    posted_.fetch_or(bits, std::memory_order_acq_rel);
+    const int saved = errno;  // a signal handler must not change it
+    wake();
+    errno = saved;
+}
+
+void Monitor::retire() noexcept {
+    retired_.store(true, std::memory_order_release);
+}
+
+bool Monitor::on_monitor_thread() const noexcept {
+    return std::this_thread::get_id() == thread_.get_id();
 }
 
 Status Monitor::add_timer(int64_t deadline_ns, TimerFn fn, void* arg, TimerId* id) {

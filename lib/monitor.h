@@ -112,6 +112,27 @@ class Monitor {
     // Synchronous, as unwatch(); harmless for a timer that already ran.
     void cancel_timer(TimerId id) noexcept;
 
+    // Work requested from contexts that may neither lock nor allocate (a
+    // signal handler, a process's exit path): post() sets bits and wakes the
+    // thread, which then calls the post handler once with every bit posted
+    // since its previous call, after that round's events and timers.
+    using PostFn = void (*)(void* arg, uint32_t bits);
+    // By the owner (never from the monitor thread), before the first post()
+    // that must be seen; bits posted while no handler is set wait for one.
+    // Clearing it (fn nullptr) waits for a handler call in progress.
+    void set_post_handler(PostFn fn, void* arg) noexcept;
+    // Async-signal-safe: one atomic OR and one write(2) to an eventfd.
+    void post(uint32_t bits) noexcept;
+
+    // From now on watch() fails (ECANCELED) but the thread keeps running
+    // its timers and posted work until the process exits: the owner keeps
+    // an always-responsive thread through its own teardown. Async-signal-
+    // safe; unwatch() still works.
+    void retire() noexcept;
+
+    // Whether the caller is the monitor thread.
+    bool on_monitor_thread() const noexcept;
+
   private:
     // Slots are indexed by fd number. kParked: unwatched, but the epoll
     // registration is kept for the connection's next request.
@@ -141,6 +162,11 @@ class Monitor {
     bool joined_ = false;  // owner-only
     std::atomic<bool> stopping_{false};
     std::atomic<bool> exited_{false};
+    std::atomic<bool> retired_{false};
+    std::atomic<uint32_t> posted_{0};
+    std::atomic<void*> post_arg_{nullptr};
+    std::atomic<PostFn> post_fn_{nullptr};
+    std::atomic<bool> in_post_{false};
 
     mutable std::mutex mu_;
     std::condition_variable fired_;  // a slot left kFiring

@@ -39,11 +39,16 @@ size_t CleanupRegistry::size() const {
 const char* CleanupRegistry::describe(const Entry& e, char* buf, size_t len) noexcept {
     if (!e.label.empty())
         return e.label.c_str();
+    return describe_identity(e.identity, buf, len);
+}
+
+const char* CleanupRegistry::describe_identity(const void* identity, char* buf,
+                                               size_t len) noexcept {
     // Static functions are not in the dynamic symbol table; the file and
     // offset still lead to them (addr2line -e FILE OFFSET).
     Dl_info info;
-    if (e.identity == nullptr || dladdr(e.identity, &info) == 0 || info.dli_fname == nullptr) {
-        snprintf(buf, len, "cleanup at %p", e.identity);
+    if (identity == nullptr || dladdr(identity, &info) == 0 || info.dli_fname == nullptr) {
+        snprintf(buf, len, "cleanup at %p", identity);
         return buf;
     }
     const char* slash = strrchr(info.dli_fname, '/');
@@ -52,7 +57,7 @@ const char* CleanupRegistry::describe(const Entry& e, char* buf, size_t len) noe
         snprintf(buf, len, "cleanup %s (%s)", info.dli_sname, file);
     } else {
         snprintf(buf, len, "cleanup at %s+0x%zx", file,
-                 static_cast<size_t>(static_cast<const char*>(e.identity) -
+                 static_cast<size_t>(static_cast<const char*>(identity) -
                                      static_cast<const char*>(info.dli_fbase)));
     }
     return buf;
@@ -86,8 +91,12 @@ CleanupRegistry::Summary CleanupRegistry::run(bool aborted, int64_t slow_ns) noe
         if ((static_cast<unsigned>(it->when) & selected) == 0)
             continue;
         const int64_t start = mono_ns();
+        running_since_ns_.store(start, std::memory_order_relaxed);
+        running_identity_.store(it->identity != nullptr ? it->identity : this,
+                                std::memory_order_release);
         if (!run_one(*it, aborted))
             ++sum.failed;
+        running_identity_.store(nullptr, std::memory_order_release);
         const int64_t took = mono_ns() - start;
         ++sum.run;
         sum.total_ns += took;
@@ -101,6 +110,18 @@ CleanupRegistry::Summary CleanupRegistry::run(bool aborted, int64_t slow_ns) noe
         }
     }
     return sum;
+}
+
+bool CleanupRegistry::running(char* name, size_t len, int64_t* since_ns) const noexcept {
+    const void* identity = running_identity_.load(std::memory_order_acquire);
+    if (identity == nullptr)
+        return false;
+    *since_ns = running_since_ns_.load(std::memory_order_relaxed);
+    if (identity == this)
+        snprintf(name, len, "an unnamed cleanup");
+    else
+        describe_identity(identity, name, len);
+    return true;
 }
 
 }  // namespace abortguard

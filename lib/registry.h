@@ -14,6 +14,7 @@
 #ifndef ABORTGUARD_REGISTRY_H
 #define ABORTGUARD_REGISTRY_H
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <mutex>
@@ -55,6 +56,11 @@ class CleanupRegistry {
     // True once run() has started: add() is refused from then on.
     bool closed() const;
 
+    // For observers on other threads (a watchdog that reports what a
+    // stopping process waits for): the cleanup run() is running now, named
+    // as in log lines, and since when (CLOCK_MONOTONIC); false when none.
+    bool running(char* name, size_t len, int64_t* since_ns) const noexcept;
+
   private:
     struct Entry {
         Fn fn;
@@ -64,11 +70,16 @@ class CleanupRegistry {
     };
     // Fits the name in buf (snprintf semantics); never allocates.
     static const char* describe(const Entry& e, char* buf, size_t len) noexcept;
+    static const char* describe_identity(const void* identity, char* buf, size_t len) noexcept;
     static bool run_one(const Entry& e, bool aborted) noexcept;
 
     mutable std::mutex mu_;
     std::vector<Entry> entries_;  // guarded by mu_
     bool done_ = false;           // guarded by mu_
+    // The entry run() is in; its identity only (a label's string may be
+    // gone by the time an observer reads it).
+    std::atomic<const void*> running_identity_{nullptr};
+    std::atomic<int64_t> running_since_ns_{0};
 };
 
 }  // namespace abortguard

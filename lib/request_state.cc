@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "clock.h"
+#include "lifecycle.h"
 #include "log.h"
 
 namespace abortguard {
@@ -41,18 +42,58 @@ void copy_truncated(char* dst, size_t len, const char* src) {
 
 }  // namespace
 
-RequestState::RequestState(const char* uri, const char* handler) noexcept : start_ns_(mono_ns()) {
+RequestState::RequestState(const char* uri, const char* handler, unsigned flags) noexcept
+    : start_ns_(mono_ns()), flags_(flags) {
     copy_truncated(uri_, sizeof uri_, uri);
     copy_truncated(handler_, sizeof handler_, handler);
-    Shard& shard = shard_of(this);
-    std::lock_guard<std::mutex> lock(shard.mu);
-    next_ = shard.head;
-    if (next_ != nullptr)
-        next_->prev_ = this;
-    shard.head = this;
+    static const bool hooked = (Token::set_owner_hook(&RequestState::on_token_aborted), true);
+    (void)hooked;
+    token_.set_owner(this);
+    {
+        Shard& shard = shard_of(this);
+        std::lock_guard<std::mutex> lock(shard.mu);
+        next_ = shard.head;
+        if (next_ != nullptr)
+            next_->prev_ = this;
+        shard.head = this;
+    }
+    // After joining the table: a stop notice delivered from now on finds
+    // this state there, and one delivered before is seen here.
+    if (Lifecycle* life = Lifecycle::current())
+        life->on_state_created(this);
+}
+
+void RequestState::on_token_aborted(void* self, Reason reason) {
+    (void)reason;
+    if (Lifecycle* life = Lifecycle::current())
+        life->on_state_aborted(static_cast<RequestState*>(self));
+}
+
+void RequestState::arm_grace(ArmFn arm, void* owner) noexcept {
+    std::lock_guard<std::mutex> guard(mu_);
+    if (grace_closed_ || grace_timer_ != 0)
+        return;
+    grace_timer_ = arm(owner, this);
+}
+
+CleanupRegistry::Summary RequestState::run_cleanups(bool aborted, int64_t slow_ns) noexcept {
+    int64_t none = 0;
+    ending_since_ns_.compare_exchange_strong(none, mono_ns(), std::memory_order_relaxed);
+    CleanupRegistry* reg = cleanups_if_any();
+    return reg != nullptr ? reg->run(aborted, slow_ns) : CleanupRegistry::Summary{};
 }
 
 RequestState::~RequestState() {
+    ending_.store(true, std::memory_order_release);
+    uint64_t timer;
+    {
+        std::lock_guard<std::mutex> guard(mu_);
+        grace_closed_ = true;
+        timer = std::exchange(grace_timer_, 0);
+    }
+    // Synchronous: a grace action running on this state finishes first.
+    if (timer != 0)
+        Lifecycle::cancel_grace(timer);
     {
         Shard& shard = shard_of(this);
         std::lock_guard<std::mutex> lock(shard.mu);
@@ -64,12 +105,22 @@ RequestState::~RequestState() {
             next_->prev_ = prev_;
     }
     release_locks();
+    delete cleanups_.load(std::memory_order_acquire);
 }
 
 CleanupRegistry* RequestState::cleanups() noexcept {
-    if (!cleanups_)
-        cleanups_.reset(new (std::nothrow) CleanupRegistry);
-    return cleanups_.get();
+    CleanupRegistry* reg = cleanups_.load(std::memory_order_acquire);
+    if (reg != nullptr)
+        return reg;
+    CleanupRegistry* fresh = new (std::nothrow) CleanupRegistry;
+    if (fresh == nullptr)
+        return nullptr;
+    // Another thread may create one at the same time: one wins.
+    if (!cleanups_.compare_exchange_strong(reg, fresh, std::memory_order_acq_rel)) {
+        delete fresh;
+        return reg;
+    }
+    return fresh;
 }
 
 UpstreamCut* RequestState::upstream() noexcept {
@@ -147,6 +198,14 @@ void RequestState::snapshot(ag_inflight_info* info) const {
     info->start_ns = start_ns_;
     info->aborted_at_ns = token_.aborted_at_ns();
     info->reason = static_cast<int>(token_.reason());
+    info->stopping = token_.stopping() ? 1 : 0;
+    info->response_done = response_done() ? 1 : 0;
+    info->ending_since_ns = ending_since_ns_.load(std::memory_order_relaxed);
+    if (CleanupRegistry* reg = const_cast<RequestState*>(this)->cleanups_if_any()) {
+        int64_t since = 0;
+        if (reg->running(info->cleanup, sizeof info->cleanup, &since))
+            info->cleanup_since_ns = since;
+    }
     copy_truncated(info->uri, sizeof info->uri, uri_);
     copy_truncated(info->handler, sizeof info->handler, handler_);
     std::lock_guard<std::mutex> guard(mu_);
@@ -171,6 +230,14 @@ void RequestState::for_each(ag_inflight_fn* fn, void* ctx) {
             s->snapshot(&info);
             fn(&info, ctx);
         }
+    }
+}
+
+void RequestState::for_each_state(StateFn fn, void* ctx) {
+    for (Shard& shard : g_shards) {
+        std::lock_guard<std::mutex> lock(shard.mu);
+        for (RequestState* s = shard.head; s != nullptr; s = s->next_)
+            fn(s, ctx);
     }
 }
 

@@ -6,12 +6,19 @@
 // status page or the monitor thread can report on requests (age, state,
 // held locks) without touching request memory.
 //
-// Thread contract: construct, lock_file() and destroy on the request's
-// thread. token(), release_lock(), release_locks() and the in-flight
-// enumeration may be called from any thread while the state is alive.
+// Thread contract: construct, lock_file(), run_cleanups() and destroy on the
+// request's thread. token(), cleanups(), release_lock(), release_locks(),
+// set_response_done() and the in-flight enumeration may be called from any
+// thread while the state is alive.
+//
+// Lifecycle (lifecycle.h), when the process has one: a state created while
+// the process is stopping gets the stop notice at once; when its token is
+// aborted, a grace-period timer is armed on the monitor thread, and the
+// destructor cancels it synchronously (so the timer never sees a dead state).
 #ifndef ABORTGUARD_REQUEST_STATE_H
 #define ABORTGUARD_REQUEST_STATE_H
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -33,8 +40,14 @@ class RequestState {
     // RequestState is destroyed, whether or not the lock is still held.
     struct HeldLock;
 
-    RequestState(const char* uri, const char* handler) noexcept;
-    // Releases locks still held (the backstop), then leaves the table.
+    enum Flags : unsigned {
+        // The stop notice counts as an abort (reason server-stop).
+        kStopAborts = 1u << 0,
+    };
+
+    RequestState(const char* uri, const char* handler, unsigned flags = 0) noexcept;
+    // Cancels the grace timer (waiting for it if it is running), leaves the
+    // table, then releases locks still held (the backstop).
     ~RequestState();
     RequestState(const RequestState&) = delete;
     RequestState& operator=(const RequestState&) = delete;
@@ -44,6 +57,21 @@ class RequestState {
     int64_t start_ns() const noexcept { return start_ns_; }
     // Created on first use; nullptr when out of memory.
     CleanupRegistry* cleanups() noexcept;
+    // nullptr when none was created (never creates one).
+    CleanupRegistry* cleanups_if_any() noexcept {
+        return cleanups_.load(std::memory_order_acquire);
+    }
+    // Runs the cleanups (CleanupRegistry::run) and marks the request as
+    // ending from now on, which a watchdog may report.
+    CleanupRegistry::Summary run_cleanups(bool aborted, int64_t slow_ns) noexcept;
+
+    bool stop_aborts() const noexcept { return (flags_ & kStopAborts) != 0; }
+    // The handler's response is complete: a stop notice no longer concerns
+    // this request.
+    void set_response_done() noexcept { response_done_.store(true, std::memory_order_release); }
+    bool response_done() const noexcept { return response_done_.load(std::memory_order_acquire); }
+    // The destructor has begun.
+    bool ending() const noexcept { return ending_.load(std::memory_order_acquire); }
     // The proxy's backend socket to shut down on abort; created on first
     // use (request thread); nullptr when out of memory.
     UpstreamCut* upstream() noexcept;
@@ -63,20 +91,41 @@ class RequestState {
     // locks (one shard at a time): fn must copy what it needs and must not
     // block.
     static void for_each(ag_inflight_fn* fn, void* ctx);
+    // The same with the states themselves, which stay alive while fn runs
+    // (the destructor leaves the table under the same lock); fn must be
+    // short and must not create or destroy states.
+    using StateFn = void (*)(RequestState* state, void* ctx);
+    static void for_each_state(StateFn fn, void* ctx);
+
+    // What the status page and the lifecycle's reports show.
+    void snapshot(ag_inflight_info* info) const;
+
+    // For the lifecycle: arms the grace timer (`arm` returns its id, 0 on
+    // failure; called under the state's lock) unless the state is ending or
+    // has one. The destructor cancels it through Lifecycle::current().
+    using ArmFn = uint64_t (*)(void* owner, RequestState* state);
+    void arm_grace(ArmFn arm, void* owner) noexcept;
 
   private:
-    void snapshot(ag_inflight_info* info) const;
     bool release(HeldLock* lock) noexcept;
+    static void on_token_aborted(void* self, Reason reason);  // Token's owner hook
 
     Token token_;
     const int64_t start_ns_;
-    char uri_[96];  // a prefix is enough to recognise a request
+    const uint8_t flags_;
+    std::atomic<bool> response_done_{false};
+    std::atomic<bool> ending_{false};
+    bool grace_closed_ = false;                // guarded by mu_: the destructor began
+    std::atomic<int64_t> ending_since_ns_{0};  // run_cleanups() began
+    char uri_[96];                             // a prefix is enough to recognise a request
     char handler_[32];
-    std::unique_ptr<CleanupRegistry> cleanups_;  // request thread only
-    std::unique_ptr<UpstreamCut> upstream_;      // request thread only
+    // Created by the request thread, read by the monitor's grace action.
+    std::atomic<CleanupRegistry*> cleanups_{nullptr};  // owned
+    std::unique_ptr<UpstreamCut> upstream_;            // request thread only
 
     mutable std::mutex mu_;
     std::vector<std::unique_ptr<HeldLock>> locks_;  // guarded by mu_
+    uint64_t grace_timer_ = 0;                      // guarded by mu_ (lifecycle.h)
 
     // The in-flight table: intrusive lists, each guarded by its shard's mutex.
     RequestState* prev_ = nullptr;

@@ -31,22 +31,31 @@ void futex_wake_all(std::atomic<uint32_t>* word) {
             nullptr, nullptr, 0);
 }
 
+std::atomic<Token::OwnerHook> g_owner_hook{nullptr};
+
 }  // namespace
 
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "futex word must be 32 bits");
 
 bool Token::abort(Reason reason, int64_t at_ns) noexcept {
-    uint32_t expected = kRunning;
-    if (!state_.compare_exchange_strong(expected, kClaimed, std::memory_order_acquire)) {
-        return false;
-    }
+    uint32_t expected = state_.load(std::memory_order_relaxed);
+    do {
+        if ((expected & kRunMask) != kRunning)
+            return false;
+    } while (!state_.compare_exchange_weak(expected, (expected & kStopBit) | kClaimed,
+                                           std::memory_order_acquire));
     reason_ = reason;
     at_ns_ = at_ns;
-    // seq_cst store and load pair with the waiter's increment and futex
-    // check: either we see its increment and wake it, or it sees kAborted.
-    state_.store(kAborted, std::memory_order_seq_cst);
+    // kClaimed -> kAborted, keeping a stop bit set meanwhile. The seq_cst
+    // update and load pair with the waiter's increment and futex check:
+    // either we see its increment and wake it, or it sees kAborted.
+    state_.fetch_add(kAborted - kClaimed, std::memory_order_seq_cst);
     if (waiters_.load(std::memory_order_seq_cst) != 0)
         futex_wake_all(&state_);
+    if (owner_ != nullptr) {
+        if (OwnerHook hook = g_owner_hook.load(std::memory_order_acquire))
+            hook(owner_, reason);
+    }
     // Oldest first: the stack holds them newest first.
     Pending* list = callbacks_.exchange(closed(), std::memory_order_acq_rel);
     Pending* oldest_first = nullptr;
@@ -108,10 +117,48 @@ void Token::run_callback(const Pending& p, Reason reason) noexcept {
 bool Token::wait_until(int64_t deadline_ns) const noexcept {
     for (;;) {
         const uint32_t seen = state_.load(std::memory_order_seq_cst);
-        if (seen == kAborted)
+        if ((seen & kRunMask) == kAborted)
             return true;
         if (mono_ns() >= deadline_ns)
             return false;
+        waiters_.fetch_add(1, std::memory_order_seq_cst);
+        futex_wait_until(&state_, seen, deadline_ns);  // EINTR/EAGAIN/ETIMEDOUT: re-check
+        waiters_.fetch_sub(1, std::memory_order_seq_cst);
+    }
+}
+
+Token::OwnerHook Token::set_owner_hook(OwnerHook hook) noexcept {
+    return g_owner_hook.exchange(hook, std::memory_order_acq_rel);
+}
+
+bool Token::stop() noexcept {
+    const uint32_t before = state_.fetch_or(kStopBit, std::memory_order_seq_cst);
+    if (before & kStopBit)
+        return false;
+    if (waiters_.load(std::memory_order_seq_cst) != 0)
+        futex_wake_all(&state_);
+    return true;
+}
+
+Token::Wake Token::wait_event(int64_t deadline_ns) const noexcept {
+    bool stop_seen = false;  // the notice came before this wait began
+    for (bool first = true;; first = false) {
+        const uint32_t seen = state_.load(std::memory_order_seq_cst);
+        if ((seen & kRunMask) == kAborted)
+            return Wake::kAborted;
+        if (seen & kStopBit) {
+            if (first) {
+                stop_seen = true;
+                // Not reported to any waiter yet: this one reports it.
+                if (!stop_reported_.exchange(true, std::memory_order_acq_rel))
+                    return Wake::kStopped;
+            } else if (!stop_seen) {
+                stop_reported_.store(true, std::memory_order_release);
+                return Wake::kStopped;
+            }
+        }
+        if (mono_ns() >= deadline_ns)
+            return Wake::kTimeout;
         waiters_.fetch_add(1, std::memory_order_seq_cst);
         futex_wait_until(&state_, seen, deadline_ns);  // EINTR/EAGAIN/ETIMEDOUT: re-check
         waiters_.fetch_sub(1, std::memory_order_seq_cst);

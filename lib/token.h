@@ -14,6 +14,12 @@
 // only holds it while a watch is registered, and unwatching is synchronous (see monitor.h).
 // Lifetime: a waiter may wake while abort() still runs the callbacks, so the token must
 // outlive whoever aborts it, which unwatch() and cancel_timer() ensure.
+//
+// Stop notice: independently of the abort, a token can be told that its process is
+// stopping (stop()): stopping() becomes true and wait_event() wakes, so a long-poll can
+// end cleanly while its client is still there. A stop is not an abort: aborted() stays
+// false, cleanups are selected as for success, and wait_until() (abort-only waiting, as
+// lock acquisition uses) ignores it.
 #ifndef ABORTGUARD_TOKEN_H
 #define ABORTGUARD_TOKEN_H
 
@@ -34,7 +40,9 @@ class Token {
     Token(const Token&) = delete;
     Token& operator=(const Token&) = delete;
 
-    bool aborted() const noexcept { return state_.load(std::memory_order_acquire) == kAborted; }
+    bool aborted() const noexcept {
+        return (state_.load(std::memory_order_acquire) & kRunMask) == kAborted;
+    }
     // Reason::kNone while running.
     Reason reason() const noexcept { return aborted() ? reason_ : Reason::kNone; }
     // CLOCK_MONOTONIC nanoseconds of detection; 0 while running.
@@ -54,8 +62,35 @@ class Token {
     // `deadline_ns`. Returns aborted(). Spurious wake-ups are absorbed.
     bool wait_until(int64_t deadline_ns) const noexcept;
 
+    // The stop notice: returns true if this call delivered it (later calls
+    // are ignored). Wakes every wait_event() in progress.
+    bool stop() noexcept;
+    bool stopping() const noexcept {
+        return (state_.load(std::memory_order_acquire) & kStopBit) != 0;
+    }
+
+    enum class Wake { kTimeout, kAborted, kStopped };
+    // Blocks until the token is aborted, the stop notice interrupts this
+    // wait, or `deadline_ns` passes. The stop notice is reported once per
+    // waiter that was sleeping when it came, and otherwise to the first wait
+    // that starts after it; later waits sleep normally (so a loop that only
+    // knows kAborted and kTimeout never spins). kAborted wins over kStopped.
+    Wake wait_event(int64_t deadline_ns) const noexcept;
+
+    // The object that owns this token (a RequestState) is told of the abort,
+    // once, on the aborting thread, right after the abort is published and
+    // before the on_abort callbacks, without the allocation on_abort needs:
+    // set_owner_hook() installs the one function for the process (returns
+    // the previous one), set_owner() names the owner, before the token is
+    // shared.
+    using OwnerHook = void (*)(void* owner, Reason reason);
+    static OwnerHook set_owner_hook(OwnerHook hook) noexcept;
+    void set_owner(void* owner) noexcept { owner_ = owner; }
+
   private:
-    enum : uint32_t { kRunning = 0, kClaimed = 1, kAborted = 2 };
+    // Low bits: the run state; kStopBit: the stop notice. Both live in the
+    // futex word so one wake covers either event.
+    enum : uint32_t { kRunning = 0, kClaimed = 1, kAborted = 2, kRunMask = 3, kStopBit = 4 };
 
     // The futex word. reason_ and at_ns_ are written by the single winner
     // between kClaimed and the release store of kAborted, and read only
@@ -63,7 +98,9 @@ class Token {
     mutable std::atomic<uint32_t> state_{kRunning};
     mutable std::atomic<uint32_t> waiters_{0};
     Reason reason_ = Reason::kNone;
+    mutable std::atomic<bool> stop_reported_{false};
     int64_t at_ns_ = 0;
+    void* owner_ = nullptr;
 
     // on_abort() callbacks: a lock-free stack (8 bytes while unused, which
     // is nearly always); abort() swaps in closed() and runs what it took.

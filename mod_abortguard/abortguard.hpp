@@ -109,7 +109,8 @@ class Request {
         : r_(r),
           aborted_(APR_RETRIEVE_OPTIONAL_FN(abortguard_aborted)),
           wait_(APR_RETRIEVE_OPTIONAL_FN(abortguard_wait)),
-          probe_(APR_RETRIEVE_OPTIONAL_FN(abortguard_probe)) {}
+          probe_(APR_RETRIEVE_OPTIONAL_FN(abortguard_probe)),
+          stopping_(APR_RETRIEVE_OPTIONAL_FN(abortguard_stopping)) {}
 
     request_rec* get() const noexcept { return r_; }
     // Whether mod_abortguard is loaded.
@@ -125,7 +126,14 @@ class Request {
             throw ClientAborted();
     }
 
-    // Sleeps up to `d`, waking at once when the client leaves. Returns
+    // Whether the child process is stopping (the stop notice: graceful
+    // restart or stop); the handler should finish its response soon. Not an
+    // abort, unless AbortGuardStopAborts On. No syscall. False when
+    // mod_abortguard is not loaded.
+    bool stopping() const noexcept { return stopping_ != nullptr && stopping_(r_) != 0; }
+
+    // Sleeps up to `d`, waking at once when the client leaves, and early
+    // (once) when the stop notice comes: check stopping(). Returns
     // aborted().
     template <class Rep, class Period>
     bool wait_for(std::chrono::duration<Rep, Period> d) const noexcept {
@@ -162,6 +170,10 @@ class Request {
     // when `when` selects the outcome. An exception it throws is logged with
     // the cleanup's type and dropped; the other cleanups still run. Returns
     // false when mod_abortguard is not loaded or the request has ended.
+    // Under AbortGuardGraceAction terminate, an abort-selected cleanup may
+    // instead run on the monitor thread while the hung handler still runs,
+    // just before the child ends: write cleanups that then touch only what
+    // they own (see ABORTGUARD_ABORTED_TERMINATING in mod_abortguard.h).
     template <class F>
     bool on_cleanup(F&& f, When when = When::kAlways) const noexcept {
         using Holder = detail::PoolHolder<std::decay_t<F>>;
@@ -189,6 +201,7 @@ class Request {
     APR_OPTIONAL_FN_TYPE(abortguard_aborted) * aborted_;
     APR_OPTIONAL_FN_TYPE(abortguard_wait) * wait_;
     APR_OPTIONAL_FN_TYPE(abortguard_probe) * probe_;
+    APR_OPTIONAL_FN_TYPE(abortguard_stopping) * stopping_;
 };
 
 namespace detail {

@@ -76,15 +76,23 @@ static apr_status_t abortguard_on_abort(request_rec* r, abortguard_abort_fn* fn,
     return ag_state_on_abort(ag_request_state(ctx), fn, data) == 0 ? APR_SUCCESS : APR_ENOMEM;
 }
 
+/* APR_EINTR: the stop notice ended this wait (once; see mod_abortguard.h). */
 static apr_status_t abortguard_wait(request_rec* r, apr_interval_time_t timeout) {
     ag_request_ctx* ctx = ctx_of(r);
     if (ctx == NULL) {
         return APR_ENOMEM;
     }
-    if (!ag_request_aborted(ctx) && timeout > 0) {
-        ag_state_wait(ag_request_state(ctx), (int64_t)timeout * 1000);
+    if (!ag_request_aborted(ctx) &&
+        ag_state_wait_event(ag_request_state(ctx), timeout > 0 ? (int64_t)timeout * 1000 : 0) ==
+            AG_WAIT_STOPPED) {
+        return ag_request_aborted(ctx) ? APR_ECONNABORTED : APR_EINTR;
     }
     return ag_request_aborted(ctx) ? APR_ECONNABORTED : APR_TIMEUP;
+}
+
+static int abortguard_stopping(request_rec* r) {
+    ag_request_ctx* ctx = ctx_of(r);
+    return ctx != NULL && ag_state_stopping(ag_request_state(ctx));
 }
 
 /* Before the status line has gone out, a FLUSH through the request's
@@ -165,4 +173,5 @@ void ag_api_register(void) {
     APR_REGISTER_OPTIONAL_FN(abortguard_probe);
     APR_REGISTER_OPTIONAL_FN(abortguard_on_abort);
     APR_REGISTER_OPTIONAL_FN(abortguard_reason);
+    APR_REGISTER_OPTIONAL_FN(abortguard_stopping);
 }

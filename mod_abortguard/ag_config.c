@@ -12,6 +12,8 @@
 APLOG_USE_MODULE(abortguard);
 
 #define AG_DEFAULT_CLEANUP_WARN_NS APR_INT64_C(1000000000)
+#define AG_DEFAULT_GRACE_NS APR_INT64_C(30000000000)
+#define AG_DEFAULT_EXIT_TIMEOUT_NS APR_INT64_C(5000000000)
 
 /* The value of `field` for `conf`, or `dflt` where no scope set it. */
 #define AG_GET(conf, field, dflt) ((conf)->field == AG_UNSET ? (dflt) : (conf)->field)
@@ -32,6 +34,10 @@ void* ag_dir_config_create(apr_pool_t* p, char* dir) {
     conf->ka_idle_s = AG_UNSET;
     conf->ka_interval_s = AG_UNSET;
     conf->ka_count = AG_UNSET;
+    conf->stop_aborts = AG_UNSET;
+    conf->grace_ns = AG_UNSET;
+    conf->grace_action = AG_UNSET;
+    conf->exit_timeout_ns = AG_UNSET;
     return conf;
 }
 
@@ -49,6 +55,10 @@ void* ag_dir_config_merge(apr_pool_t* p, void* basev, void* addv) {
     AG_MERGE(merged, base, add, ka_idle_s);
     AG_MERGE(merged, base, add, ka_interval_s);
     AG_MERGE(merged, base, add, ka_count);
+    AG_MERGE(merged, base, add, stop_aborts);
+    AG_MERGE(merged, base, add, grace_ns);
+    AG_MERGE(merged, base, add, grace_action);
+    AG_MERGE(merged, base, add, exit_timeout_ns);
     return merged;
 }
 
@@ -96,6 +106,26 @@ int ag_config_keepalive(const ag_dir_config* conf, int* idle_s, int* interval_s,
     *interval_s = conf->ka_interval_s;
     *count = conf->ka_count;
     return 1;
+}
+
+int ag_config_stop_aborts(const ag_dir_config* conf) {
+    return AG_GET(conf, stop_aborts, 0);
+}
+
+const ag_dir_config* ag_config_for_server(const server_rec* s) {
+    return ap_get_module_config(s->lookup_defaults, &abortguard_module);
+}
+
+apr_int64_t ag_config_grace_ns(const ag_dir_config* conf) {
+    return AG_GET(conf, grace_ns, AG_DEFAULT_GRACE_NS);
+}
+
+int ag_config_grace_terminates(const ag_dir_config* conf) {
+    return AG_GET(conf, grace_action, AG_GRACE_LOG) == AG_GRACE_TERMINATE;
+}
+
+apr_int64_t ag_config_exit_timeout_ns(const ag_dir_config* conf) {
+    return AG_GET(conf, exit_timeout_ns, AG_DEFAULT_EXIT_TIMEOUT_NS);
 }
 
 static const char* set_enabled(cmd_parms* cmd, void* dirconf, int flag) {
@@ -206,6 +236,35 @@ static const char* set_keepalive(cmd_parms* cmd, void* dirconf, const char* idle
     return NULL;
 }
 
+static const char* set_stop_aborts(cmd_parms* cmd, void* dirconf, int flag) {
+    (void)cmd;
+    ((ag_dir_config*)dirconf)->stop_aborts = flag;
+    return NULL;
+}
+
+/* A process-wide duration: the main server config only (a child process
+ * has one lifecycle, whichever virtual host its requests belong to). */
+static const char* set_global_duration(cmd_parms* cmd, void* dirconf, const char* arg) {
+    const char* err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    return err != NULL ? err : set_duration(cmd, dirconf, arg);
+}
+
+static const char* set_grace_action(cmd_parms* cmd, void* dirconf, const char* arg) {
+    ag_dir_config* conf = dirconf;
+    const char* err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    if (err != NULL) {
+        return err;
+    }
+    if (!strcasecmp(arg, "log")) {
+        conf->grace_action = AG_GRACE_LOG;
+    } else if (!strcasecmp(arg, "terminate")) {
+        conf->grace_action = AG_GRACE_TERMINATE;
+    } else {
+        return "AbortGuardGraceAction must be 'log' or 'terminate'";
+    }
+    return NULL;
+}
+
 /* httpd itself rejects a FLAG value other than On/Off with
  * "<Directive> must be On or Off". */
 #define AG_SCOPES (RSRC_CONF | ACCESS_CONF | OR_FILEINFO)
@@ -232,4 +291,18 @@ const command_rec ag_directives[] = {
     AP_INIT_TAKE123("AbortGuardKeepAlive", set_keepalive, NULL, AG_SCOPES,
                     "<idle> [<interval> [<count>]]: TCP keepalive on monitored requests' "
                     "client sockets, or Off (default)"),
+    AP_INIT_FLAG("AbortGuardStopAborts", set_stop_aborts, NULL, AG_SCOPES,
+                 "On to treat the child's stop notice as a client abort (reason server-stop); "
+                 "default Off"),
+    AP_INIT_TAKE1("AbortGuardGracePeriod", set_global_duration,
+                  (void*)APR_OFFSETOF(ag_dir_config, grace_ns), RSRC_CONF,
+                  "how long a handler may run on after its client left before the grace action "
+                  "(default 30s; off: never)"),
+    AP_INIT_TAKE1("AbortGuardGraceAction", set_grace_action, NULL, RSRC_CONF,
+                  "log (default): log a handler still running after the grace period; terminate: "
+                  "also run its abort cleanups, release its locks and end the child process"),
+    AP_INIT_TAKE1("AbortGuardExitTimeout", set_global_duration,
+                  (void*)APR_OFFSETOF(ag_dir_config, exit_timeout_ns), RSRC_CONF,
+                  "how long an exiting child may take before it logs what it waits for and exits "
+                  "(default 5s; off: no bound)"),
     {NULL}};

@@ -12,6 +12,7 @@
 #define AG_UNSET (-1)
 
 typedef enum { AG_HALF_CLOSE_ABORT = 0, AG_HALF_CLOSE_IGNORE = 1 } ag_half_close_e;
+typedef enum { AG_GRACE_LOG = 0, AG_GRACE_TERMINATE = 1 } ag_grace_action_e;
 
 typedef struct {
     int enabled;                 /* AbortGuard: 1, 0 or AG_UNSET */
@@ -24,6 +25,12 @@ typedef struct {
     int ka_idle_s;               /* AbortGuardKeepAlive, 0: off; or AG_UNSET */
     int ka_interval_s;           /* ... set together with ka_idle_s */
     int ka_count;
+    int stop_aborts; /* AbortGuardStopAborts: 1, 0 or AG_UNSET */
+    /* Process-wide (main server only), read from the main server's
+     * defaults (ag_config_for_server): */
+    apr_int64_t grace_ns;        /* AbortGuardGracePeriod, 0: off; or AG_UNSET */
+    int grace_action;            /* AbortGuardGraceAction: ag_grace_action_e or AG_UNSET */
+    apr_int64_t exit_timeout_ns; /* AbortGuardExitTimeout, 0: off; or AG_UNSET */
 } ag_dir_config;
 
 extern const command_rec ag_directives[];
@@ -48,5 +55,14 @@ int ag_config_proxy(const ag_dir_config* conf);
 int ag_config_log_status(const ag_dir_config* conf);
 /* AbortGuardKeepAlive: 1 and the settings when on, 0 when off. */
 int ag_config_keepalive(const ag_dir_config* conf, int* idle_s, int* interval_s, int* count);
+int ag_config_stop_aborts(const ag_dir_config* conf);
+
+/* The main server's configuration, where the process-wide directives
+ * (AbortGuardGracePeriod, AbortGuardGraceAction, AbortGuardExitTimeout)
+ * live; never NULL. */
+const ag_dir_config* ag_config_for_server(const server_rec* s);
+apr_int64_t ag_config_grace_ns(const ag_dir_config* conf);
+int ag_config_grace_terminates(const ag_dir_config* conf);
+apr_int64_t ag_config_exit_timeout_ns(const ag_dir_config* conf);
 
 #endif /* AG_CONFIG_H */

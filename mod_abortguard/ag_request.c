@@ -50,6 +50,15 @@ static void mark_connection(void* arg, int reason) {
     __atomic_store_n(&c->aborted, 1, __ATOMIC_RELAXED);
 }
 
+/* On the thread that aborts the state (the monitor's, for a stop notice):
+ * AbortGuardStopAborts makes a stop notice an abort like a client's, which
+ * marks the connection as the watch's callback does for the others. */
+static void mark_connection_on_stop(void* arg, int reason) {
+    if (reason == AG_REASON_SERVER_STOP) {
+        mark_connection(arg, reason);
+    }
+}
+
 static void stop_watching(ag_request_ctx* ctx) {
     if (ctx->watch != 0) {
         ag_monitor_unwatch(child_monitor, ctx->watch);
@@ -200,7 +209,11 @@ static ag_request_ctx* create_ctx(request_rec* r) {
     ctx->owner = r;
     ctx->conf = ag_config_for(r);
     ctx->forbidden = ag_config_forbidden(ctx->conf);
-    if ((ctx->state = ag_state_create(r->uri, r->handler)) == NULL) {
+    /* AbortGuard Off: only failed writes abort, not a stop notice either. */
+    ctx->state = ag_state_create_ex(
+        r->uri, r->handler,
+        !ctx->forbidden && ag_config_stop_aborts(ctx->conf) ? AG_STATE_STOP_ABORTS : 0);
+    if (ctx->state == NULL) {
         return NULL;
     }
     apr_pool_pre_cleanup_register(r->pool, ctx, end_request);
@@ -209,6 +222,10 @@ static ag_request_ctx* create_ctx(request_rec* r) {
         ag_stats_count(AG_STAT_REQUESTS_MONITORED, 1);
     }
     watch_socket(ctx);
+    if (!ctx->forbidden && ag_config_stop_aborts(ctx->conf) &&
+        ag_config_marks_connection(ctx->conf)) {
+        ag_state_on_abort(ctx->state, mark_connection_on_stop, r->connection);
+    }
     ap_add_output_filter_handle(eos_filter, ctx, r, r->connection);
     return ctx;
 }
@@ -244,6 +261,7 @@ apr_status_t ag_request_eos_filter(ap_filter_t* f, apr_bucket_brigade* bb) {
             ag_request_ctx* ctx = f->ctx;
             ag_request_aborted(ctx); /* an HTTP/2 reset seen so far still counts */
             ctx->response_done = 1;
+            ag_state_set_response_done(ctx->state); /* a stop notice no longer applies */
             stop_watching(ctx);
             ap_remove_output_filter(f);
             break;

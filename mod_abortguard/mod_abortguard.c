@@ -11,6 +11,7 @@
 #include "ag_api.h"
 #include "ag_config.h"
 #include "ag_interop.h"
+#include "ag_lifecycle.h"
 #include "ag_request.h"
 #include "ag_status.h"
 #include "agcore.h"
@@ -45,8 +46,14 @@ static ag_log_level_e core_log_level(server_rec* s) {
 }
 
 /* Child exit path; under prefork it may run inside a signal handler that
- * interrupted the main thread anywhere, so the stop takes no lock. */
+ * interrupted the main thread anywhere, so the stop takes no lock. With an
+ * exit bound (AbortGuardExitTimeout) the monitor thread is the watchdog of
+ * the rest of the exit: it keeps running until the process is gone. */
 static apr_status_t stop_monitor(void* data) {
+    if (ag_lifecycle_keeps_monitor()) {
+        ag_monitor_retire(data);
+        return APR_SUCCESS;
+    }
     if (!ag_monitor_stop(data, AG_MONITOR_JOIN_MS)) {
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, log_server,
                      "AG0003: monitor thread did not exit within %d ms", AG_MONITOR_JOIN_MS);
@@ -74,6 +81,7 @@ static void child_init(apr_pool_t* pchild, server_rec* s) {
     }
     ag_request_set_monitor(monitor);
     apr_pool_cleanup_register(pchild, monitor, stop_monitor, apr_pool_cleanup_null);
+    ag_lifecycle_child_init(pchild, s, monitor);
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "AG0002: abort monitor started");
 }
 
@@ -82,6 +90,7 @@ static void register_hooks(apr_pool_t* p) {
     ag_api_register();
     ag_status_register_hooks(p);
     ag_proxy_register_hooks(p);
+    ag_lifecycle_register_hooks(p);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     /* Last, so that redirects made by other fixups (mod_dir) are settled. */
     ap_hook_fixups(ag_request_fixups, NULL, NULL, APR_HOOK_REALLY_LAST);

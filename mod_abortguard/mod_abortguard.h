@@ -19,14 +19,25 @@
  *
  * Threads: call every function from the request's own thread, while the
  * request is being handled. Once a request is monitored (a first call on its
- * thread, or AbortGuard On), abortguard_aborted() and abortguard_wait() may
- * also be called from other threads until the handler returns.
+ * thread, or AbortGuard On), abortguard_aborted(), abortguard_stopping() and
+ * abortguard_wait() may also be called from other threads until the handler
+ * returns.
  *
  * The access log sees the outcome through these request environment
  * variables, set in log_transaction before mod_log_config writes:
  *   ABORTGUARD_ABORTED  "1" when the client went away before the response
  *                       completed; unset otherwise (%{...}e prints "-")
- *   ABORTGUARD_REASON   "fin", "rst", "write" (also "error", "timeout") */
+ *   ABORTGUARD_REASON   "fin", "rst", "write" (also "error", "timeout", and
+ *                       "server-stop" under AbortGuardStopAborts On)
+ *
+ * Stop notice: when the child process that handles a request starts
+ * stopping (apachectl graceful, graceful-stop, stop, restart; the MPM
+ * retiring the child), every request in progress gets a stop notice, which
+ * is not an abort: abortguard_stopping() turns nonzero and abortguard_wait()
+ * returns APR_EINTR early, so a long-poll or a stream can end its response
+ * cleanly while the client is still there. Requests that begin in a
+ * stopping child get it at once. "AbortGuardStopAborts On" makes the notice
+ * an abort instead (reason "server-stop", cleanups selected as aborted). */
 #ifndef MOD_ABORTGUARD_H
 #define MOD_ABORTGUARD_H
 
@@ -55,7 +66,17 @@ extern "C" {
 /* A cleanup: `r` is the request it was registered for (the main request for
  * a subrequest), `aborted` whether the client went away before the response
  * completed. It runs at the end of the request, before the request pool's
- * other cleanups, so r and r->pool are still usable. */
+ * other cleanups, so r and r->pool are still usable.
+ *
+ * Except for one case: `aborted` is ABORTGUARD_ABORTED_TERMINATING when
+ * AbortGuardGraceAction terminate gave up on a handler still running long
+ * after its client left. Then the cleanup runs on mod_abortguard's monitor
+ * thread while the hung handler's thread still runs, just before the child
+ * process ends: it must NOT touch r, its pools, filters or connection, nor
+ * data the handler uses without a lock; it may release what it owns by
+ * itself (roll back through its own database handle, remove its temp file,
+ * signal another process). Tests like "if (aborted)" keep working. */
+#define ABORTGUARD_ABORTED_TERMINATING 2
 typedef void abortguard_cleanup_fn(request_rec* r, void* data, int aborted);
 
 /* An abort callback: runs once on mod_abortguard's monitor thread the moment
@@ -82,7 +103,12 @@ APR_DECLARE_OPTIONAL_FN(apr_status_t, abortguard_register_cleanup,
                         (request_rec * r, abortguard_cleanup_fn* fn, void* data, int when));
 
 /* Sleeps up to `timeout` (microseconds); returns APR_ECONNABORTED at once
- * when the client leaves (or has left), APR_TIMEUP otherwise. */
+ * when the client leaves (or has left), APR_TIMEUP otherwise; and
+ * APR_EINTR when the child's stop notice (see above) interrupts the wait.
+ * APR_EINTR is reported once: to every wait in progress when the notice
+ * comes, or else to the first wait that starts after it; later waits sleep
+ * normally, so a loop that retries on anything but APR_ECONNABORTED never
+ * spins. Check abortguard_stopping() to know for good. */
 APR_DECLARE_OPTIONAL_FN(apr_status_t, abortguard_wait,
                         (request_rec * r, apr_interval_time_t timeout));
 
@@ -125,6 +151,14 @@ APR_DECLARE_OPTIONAL_FN(apr_status_t, abortguard_on_abort,
 
 /* "fin", "rst", "write", ... once aborted; NULL while not. */
 APR_DECLARE_OPTIONAL_FN(const char*, abortguard_reason, (request_rec * r));
+
+/* Added with the child lifecycle: */
+
+/* Nonzero once the request got the stop notice: its child process is
+ * stopping (graceful or not) and the handler should finish its response
+ * soon. Cheap, no syscall. With AbortGuardStopAborts On the request is then
+ * aborted too (abortguard_aborted(), reason "server-stop"). */
+APR_DECLARE_OPTIONAL_FN(int, abortguard_stopping, (request_rec * r));
 
 extern module AP_MODULE_DECLARE_DATA abortguard_module;
 

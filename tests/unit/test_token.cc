@@ -176,3 +176,121 @@ TEST(Token, WaitWakesWithin10msOfAnAbort) {
 }
 
 }  // namespace
+
+// ---- the stop notice
+
+namespace {
+
+TEST(TokenStop, IsNotAnAbortAndHappensOnce) {
+    Token t;
+    EXPECT_FALSE(t.stopping());
+    EXPECT_TRUE(t.stop());
+    EXPECT_FALSE(t.stop());
+    EXPECT_TRUE(t.stopping());
+    EXPECT_FALSE(t.aborted());
+    EXPECT_EQ(t.reason(), Reason::kNone);
+}
+
+TEST(TokenStop, EndsAWaitInProgressAtOnce) {
+    Token t;
+    std::atomic<bool> waiting{false};
+    Token::Wake got = Token::Wake::kTimeout;
+    int64_t woke_after = 0;
+    std::thread waiter([&] {
+        waiting = true;
+        const int64_t start = mono_ns();
+        got = t.wait_event(start + 10000 * kMs);
+        woke_after = mono_ns() - start;
+    });
+    while (!waiting)
+        std::this_thread::yield();
+    t.stop();
+    waiter.join();
+    EXPECT_EQ(got, Token::Wake::kStopped);
+    EXPECT_LT(woke_after, 5000 * kMs);
+}
+
+// A loop that only knows "aborted" and "timeout" must not spin once the
+// notice was given: it is reported to one wait, later ones sleep.
+TEST(TokenStop, IsReportedOnceToTheWaitsThatFollowIt) {
+    Token t;
+    t.stop();
+    EXPECT_EQ(t.wait_event(mono_ns()), Token::Wake::kStopped);
+    const int64_t start = mono_ns();
+    EXPECT_EQ(t.wait_event(start + 20 * kMs), Token::Wake::kTimeout);
+    EXPECT_GE(mono_ns() - start, 20 * kMs);
+}
+
+TEST(TokenStop, AnAbortAfterItWinsAndKeepsTheStop) {
+    Token t;
+    t.stop();
+    EXPECT_TRUE(t.abort(Reason::kServerStop, 5));
+    EXPECT_TRUE(t.aborted());
+    EXPECT_TRUE(t.stopping());
+    EXPECT_EQ(t.reason(), Reason::kServerStop);
+    EXPECT_EQ(t.wait_event(mono_ns() + 1000 * kMs), Token::Wake::kAborted);
+}
+
+// Lock acquisition waits for aborts only.
+TEST(TokenStop, DoesNotEndAnAbortOnlyWait) {
+    Token t;
+    std::atomic<bool> waiting{false};
+    bool result = true;
+    int64_t waited = 0;
+    std::thread waiter([&] {
+        waiting = true;
+        const int64_t start = mono_ns();
+        result = t.wait_until(start + 50 * kMs);
+        waited = mono_ns() - start;
+    });
+    while (!waiting)
+        std::this_thread::yield();
+    t.stop();
+    waiter.join();
+    EXPECT_FALSE(result);
+    EXPECT_GE(waited, 50 * kMs);
+}
+
+TEST(TokenStop, ConcurrentStopAndAbortKeepBoth) {
+    for (int round = 0; round < 200; ++round) {
+        Token t;
+        std::thread a([&] { t.abort(Reason::kRst, 1); });
+        std::thread s([&] { t.stop(); });
+        a.join();
+        s.join();
+        ASSERT_TRUE(t.aborted());
+        ASSERT_TRUE(t.stopping());
+        ASSERT_EQ(t.reason(), Reason::kRst);
+    }
+}
+
+TEST(TokenHook, TellsTheOwnerOnceBeforeTheCallbacks) {
+    struct Seen {
+        int hook_calls = 0;
+        Reason reason = Reason::kNone;
+        bool callback_first = false;
+        bool callback_ran = false;
+    } seen;
+    const Token::OwnerHook previous = Token::set_owner_hook([](void* owner, Reason r) {
+        auto* s = static_cast<Seen*>(owner);
+        ++s->hook_calls;
+        s->reason = r;
+        s->callback_first = s->callback_ran;
+    });
+    {
+        Token t;
+        t.set_owner(&seen);
+        t.on_abort([&](Reason) { seen.callback_ran = true; });
+        t.abort(Reason::kFin, 1);
+        t.abort(Reason::kRst, 2);
+        Token unowned;  // no owner: the hook is not called
+        unowned.abort(Reason::kRst, 3);
+    }
+    Token::set_owner_hook(previous);
+    EXPECT_EQ(seen.hook_calls, 1);
+    EXPECT_EQ(seen.reason, Reason::kFin);
+    EXPECT_FALSE(seen.callback_first);
+    EXPECT_TRUE(seen.callback_ran);
+}
+
+}  // namespace

@@ -1,0 +1,158 @@
+// Lifecycle: what one child process does when it stops, and the bounds that
+// keep a hung handler, a hung cleanup or an idle connection from keeping the
+// child (and its locks, memory and old configuration) alive.
+//
+//  - Stop notice. notify_stop() (the MPM's child_stopping, or prefork's
+//    graceful signal) makes the monitor thread give every in-flight request
+//    the stop notice (Token::stop(); with RequestState::kStopAborts an abort
+//    with reason server-stop instead), give it at once to requests created
+//    later, and shut down the idle keep-alive connections of the ConnTable.
+//  - Grace period. When a request is aborted, a monitor timer is armed for
+//    `grace_ns` later; the request's end cancels it. If it fires, the
+//    handler is still running for a client that left: it is logged once at
+//    warn (from the in-flight table: URI, handler, time since the abort,
+//    locks held). With `grace_terminate`, the monitor thread then runs the
+//    request's abort-selected cleanups, releases its file locks and ends the
+//    process (exit_fn, _exit by default), so the parent replaces it.
+//  - Exit bound. Once the child's exit has begun (notify_exit(): the child
+//    pool's teardown; or an ungraceful stop), it has `exit_timeout_ns` to
+//    finish; and in a stopping child a request whose cleanups run longer
+//    than that counts as a hang too. Past it the monitor thread logs what
+//    the child was still waiting for and ends the process.
+//
+// The monitor thread is the one thread that stays responsive whatever the
+// request threads do, so all of this runs there: signal-handler contexts
+// only post() to it. If the monitor thread itself is stuck (a cleanup it
+// runs for `terminate` hangs), a kernel timer armed beforehand kills the
+// process with SIGKILL (`kill_backstop`), which httpd's parent does not log.
+//
+// What the monitor thread does to a request that is still running on its
+// own thread (terminate), and what it does not:
+//  - It runs the request's cleanups selected for an abort (each exactly once,
+//    as the registry guarantees: one the request thread already started is
+//    not run again). They run concurrently with the hung handler; what they
+//    may touch is the cleanup author's contract (see mod_abortguard.h).
+//  - It releases the request's file locks (OFD locks: the core owns their
+//    descriptors; releasing is close(2) under the state's mutex, and a later
+//    unlock by the handler is harmless).
+//  - It never touches the request's memory (request_rec, pools, filters,
+//    connection), never unlocks mutexes that belong to the handler's thread
+//    (std::mutex, APR thread mutexes: unlocking from another thread is
+//    undefined), and never runs destructors on the handler's stack. Those go
+//    with the process.
+//
+// Thread contract: create/install/destroy by the owner (child_init, child
+// exit; tests). notify_stop(), notify_exit(), note_child_cleanup() and
+// stopping() are async-signal-safe (atomics and Monitor::post()). The
+// RequestState hooks run on whatever thread creates or aborts a state.
+// Everything else runs on the monitor thread.
+#ifndef ABORTGUARD_LIFECYCLE_H
+#define ABORTGUARD_LIFECYCLE_H
+
+#include <signal.h>
+#include <time.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+
+#include "conn_table.h"
+#include "monitor.h"
+#include "status.h"
+
+namespace abortguard {
+
+class RequestState;
+
+class Lifecycle {
+  public:
+    static constexpr int64_t kSecond = 1000000000;
+
+    struct Config {
+        int64_t grace_ns = 30 * kSecond;  // <= 0: no grace timer
+        bool grace_terminate = false;
+        int64_t exit_timeout_ns = 5 * kSecond;  // <= 0: no exit bound
+        size_t conn_capacity = 0;               // 0: connections not tracked
+        bool kill_backstop = true;              // tests turn it off
+    };
+    // Ends the process (status 0: httpd's parent replaces the child).
+    using ExitFn = void (*)(int status);
+
+    // `monitor` must outlive the lifecycle; the lifecycle takes over its
+    // post handler.
+    static Status create(Monitor* monitor, const Config& config, std::unique_ptr<Lifecycle>* out);
+    ~Lifecycle();
+    Lifecycle(const Lifecycle&) = delete;
+    Lifecycle& operator=(const Lifecycle&) = delete;
+
+    // Makes this the process's lifecycle, which RequestStates consult.
+    void install() noexcept;
+    static Lifecycle* current() noexcept;
+
+    // Async-signal-safe.
+    void notify_stop(bool graceful) noexcept;
+    void notify_exit() noexcept;
+    // The owner's own child-exit cleanup has run (a report then says the
+    // hang is elsewhere).
+    void note_child_cleanup() noexcept { child_cleanup_ran_.store(true); }
+    bool stopping() const noexcept { return stop_ns_.load(std::memory_order_acquire) != 0; }
+    bool exit_begun() const noexcept { return exit_ns_.load(std::memory_order_acquire) != 0; }
+    const Config& config() const noexcept { return config_; }
+
+    // nullptr when connections are not tracked.
+    ConnTable* conns() noexcept { return conns_.get(); }
+
+    // Tests replace the process exit.
+    void set_exit_fn(ExitFn fn) noexcept { exit_fn_.store(fn); }
+
+    // True on the monitor thread while a `terminate` grace action runs the
+    // request's cleanups (the C API tells its cleanups so).
+    static bool in_terminate() noexcept;
+
+    // RequestState hooks (request_state.cc).
+    void on_state_created(RequestState* state) noexcept;
+    void on_state_aborted(RequestState* state) noexcept;
+    // Cancels a grace timer synchronously (the current lifecycle's).
+    static void cancel_grace(uint64_t id) noexcept;
+
+  private:
+    enum : uint32_t { kPostStop = 1, kPostUngraceful = 2, kPostExit = 4 };
+
+    Lifecycle(Monitor* monitor, const Config& config);
+
+    static void on_post(void* self, uint32_t bits);
+    static uint64_t arm_grace(void* self, RequestState* state);
+    static void grace_fired(void* state);
+    static void scan_fired(void* self);
+
+    void deliver(RequestState* state, int64_t now) noexcept;
+    void grace_expired(RequestState* state) noexcept;
+    void terminate(RequestState* state) noexcept;
+    void ensure_scan() noexcept;
+    void give_up(const char* why) noexcept;
+    void arm_backstop(int64_t in_ns) noexcept;
+    void end_process() noexcept;
+
+    Monitor* const monitor_;
+    const Config config_;
+    std::unique_ptr<ConnTable> conns_;
+    std::atomic<ExitFn> exit_fn_;
+
+    std::atomic<int64_t> stop_ns_{0};  // the stop notice came (CLOCK_MONOTONIC)
+    std::atomic<int64_t> exit_ns_{0};  // the exit began
+    std::atomic<bool> child_cleanup_ran_{false};
+    std::atomic<bool> gave_up_{false};
+
+    // Monitor thread only (and the destructor, once it stopped them).
+    bool delivered_ = false;
+    std::atomic<uint64_t> scan_timer_{0};
+    std::atomic<bool> closing_{false};
+
+    bool have_backstop_ = false;
+    timer_t backstop_{};
+    std::atomic<bool> backstop_armed_{false};
+};
+
+}  // namespace abortguard
+
+#endif  // ABORTGUARD_LIFECYCLE_H
