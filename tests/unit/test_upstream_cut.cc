@@ -132,12 +132,21 @@ TEST_F(UpstreamCutTest, NoCutAfterDisarmWhileFdsAreReused) {
         UpstreamCut cut(token);
         UpstreamCut::ArmId id = 0;
         ASSERT_TRUE(cut.arm(proxy.get(), nullptr, nullptr, &id).is_ok());
-        const int spin = static_cast<int>(rng() % 2000);
+        // Both sides start together and spin a random while, so that either
+        // may come first (thread start-up alone would always favour disarm).
+        const int abort_spin = static_cast<int>(rng() % 2000);
+        const int disarm_spin = static_cast<int>(rng() % 2000);
+        std::atomic<bool> started{false};
         std::thread aborter([&] {
-            for (volatile int k = 0; k < spin; ++k) {
+            started.store(true);
+            for (volatile int k = 0; k < abort_spin; ++k) {
             }
             token.abort(Reason::kFin, mono_ns());
         });
+        while (!started.load())
+            std::this_thread::yield();
+        for (volatile int k = 0; k < disarm_spin; ++k) {
+        }
         cut_count += cut.disarm(id) ? 1 : 0;
         proxy.reset();
         auto [reused, reused_backend] = listener_.connect_pair();
