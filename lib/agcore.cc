@@ -50,6 +50,24 @@ int errno_of(const abortguard::Status& st) {
     return st.code() > 0 ? st.code() : EIO;
 }
 
+// Runs `create` (which returns a Status), turning a failure or an exception
+// into an errno value and a message for the C caller.
+template <class Create>
+int create_reporting(char* err, size_t errlen, Create&& create) noexcept {
+    try {
+        const abortguard::Status st = create();
+        if (st.is_ok())
+            return 0;
+        copy_message(st.to_string(), err, errlen);
+        return errno_of(st);
+    } catch (const std::exception& e) {
+        copy_message(e.what(), err, errlen);
+    } catch (...) {
+        copy_message("unknown exception", err, errlen);
+    }
+    return ENOMEM;
+}
+
 struct SinkAdapter {
     ag_log_sink_fn* fn;
     void* ctx;
@@ -84,22 +102,15 @@ int ag_parse_duration(const char* text, int64_t* ns) {
 }
 
 int ag_monitor_start(ag_monitor** out, char* err, size_t errlen) {
-    try {
+    return create_reporting(err, errlen, [&] {
         auto m = std::make_unique<ag_monitor>();
         abortguard::Status st = Monitor::create(&m->impl);
-        if (!st.is_ok()) {
-            copy_message(st.to_string(), err, errlen);
-            return errno_of(st);
+        if (st.is_ok()) {
+            m->flags = std::make_unique<abortguard::FlagWatcher>(*m->impl);
+            *out = m.release();
         }
-        m->flags = std::make_unique<abortguard::FlagWatcher>(*m->impl);
-        *out = m.release();
-        return 0;
-    } catch (const std::exception& e) {
-        copy_message(e.what(), err, errlen);
-    } catch (...) {
-        copy_message("unknown exception", err, errlen);
-    }
-    return ENOMEM;
+        return st;
+    });
 }
 
 int ag_monitor_stop(ag_monitor* m, unsigned bound_ms) {
@@ -133,7 +144,7 @@ void ag_monitor_retire(ag_monitor* m) {
 
 int ag_lifecycle_start(ag_monitor* m, const ag_lifecycle_config* config, ag_lifecycle** out,
                        char* err, size_t errlen) {
-    try {
+    return create_reporting(err, errlen, [&] {
         abortguard::Lifecycle::Config c;
         c.grace_ns = config->grace_ns;
         c.grace_terminate = config->grace_terminate != 0;
@@ -141,19 +152,12 @@ int ag_lifecycle_start(ag_monitor* m, const ag_lifecycle_config* config, ag_life
         c.conn_capacity = config->conn_capacity;
         auto l = std::make_unique<ag_lifecycle>();
         abortguard::Status st = abortguard::Lifecycle::create(m->impl.get(), c, &l->impl);
-        if (!st.is_ok()) {
-            copy_message(st.to_string(), err, errlen);
-            return errno_of(st);
+        if (st.is_ok()) {
+            l->impl->install();
+            *out = l.release();
         }
-        l->impl->install();
-        *out = l.release();
-        return 0;
-    } catch (const std::exception& e) {
-        copy_message(e.what(), err, errlen);
-    } catch (...) {
-        copy_message("unknown exception", err, errlen);
-    }
-    return ENOMEM;
+        return st;
+    });
 }
 
 void ag_lifecycle_notify_stop(ag_lifecycle* l, int graceful) {
