@@ -369,7 +369,8 @@ int main(int argc, char** argv) {
         "### Not in bench/ yet\n\n"
         "| Measure | Where it is measured today |\n|---|---|\n"
         "| Proxy propagation latency (client abort -> backend sees close) | "
-        "tests/integration/test_proxy.cc prints `proxy_propagation_us` and a per-MPM `proxy_propagation_summary` |\n"
+        "tests/integration/test_proxy.cc prints `proxy_propagation_us` and a per-MPM "
+        "`proxy_propagation_summary` |\n"
         "| Lock hand-over latency (abort -> waiting request holds the lock) | "
         "tests/integration/test_locks.cc prints `lock_handover_us` per MPM |\n\n");
     return 0;

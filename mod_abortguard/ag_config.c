@@ -128,12 +128,6 @@ apr_int64_t ag_config_exit_timeout_ns(const ag_dir_config* conf) {
     return AG_GET(conf, exit_timeout_ns, AG_DEFAULT_EXIT_TIMEOUT_NS);
 }
 
-static const char* set_enabled(cmd_parms* cmd, void* dirconf, int flag) {
-    (void)cmd;
-    ((ag_dir_config*)dirconf)->enabled = flag;
-    return NULL;
-}
-
 static const char* set_half_close(cmd_parms* cmd, void* dirconf, const char* arg) {
     ag_dir_config* conf = dirconf;
     (void)cmd;
@@ -147,9 +141,9 @@ static const char* set_half_close(cmd_parms* cmd, void* dirconf, const char* arg
     return NULL;
 }
 
-static const char* set_mark_conn(cmd_parms* cmd, void* dirconf, int flag) {
-    (void)cmd;
-    ((ag_dir_config*)dirconf)->mark_conn = flag;
+/* An On|Off directive; cmd->info is the offset of its int field. */
+static const char* set_flag(cmd_parms* cmd, void* dirconf, int flag) {
+    *(int*)((char*)dirconf + (apr_uintptr_t)cmd->info) = flag;
     return NULL;
 }
 
@@ -163,12 +157,6 @@ static const char* set_duration(cmd_parms* cmd, void* dirconf, const char* arg) 
                            NULL);
     }
     *(apr_int64_t*)((char*)dirconf + (apr_uintptr_t)cmd->info) = ns;
-    return NULL;
-}
-
-static const char* set_proxy(cmd_parms* cmd, void* dirconf, int flag) {
-    (void)cmd;
-    ((ag_dir_config*)dirconf)->proxy = flag;
     return NULL;
 }
 
@@ -236,12 +224,6 @@ static const char* set_keepalive(cmd_parms* cmd, void* dirconf, const char* idle
     return NULL;
 }
 
-static const char* set_stop_aborts(cmd_parms* cmd, void* dirconf, int flag) {
-    (void)cmd;
-    ((ag_dir_config*)dirconf)->stop_aborts = flag;
-    return NULL;
-}
-
 /* A process-wide duration: the main server config only (a child process
  * has one lifecycle, whichever virtual host its requests belong to). */
 static const char* set_global_duration(cmd_parms* cmd, void* dirconf, const char* arg) {
@@ -270,12 +252,13 @@ static const char* set_grace_action(cmd_parms* cmd, void* dirconf, const char* a
 #define AG_SCOPES (RSRC_CONF | ACCESS_CONF | OR_FILEINFO)
 
 const command_rec ag_directives[] = {
-    AP_INIT_FLAG("AbortGuard", set_enabled, NULL, AG_SCOPES,
+    AP_INIT_FLAG("AbortGuard", set_flag, (void*)APR_OFFSETOF(ag_dir_config, enabled), AG_SCOPES,
                  "On to watch the client connection of requests in this scope (default Off)"),
     AP_INIT_TAKE1("AbortGuardHalfClose", set_half_close, NULL, AG_SCOPES,
                   "abort (default): a client FIN aborts the request; ignore: only RST and "
                   "errors do"),
-    AP_INIT_FLAG("AbortGuardMarkConnection", set_mark_conn, NULL, AG_SCOPES,
+    AP_INIT_FLAG("AbortGuardMarkConnection", set_flag,
+                 (void*)APR_OFFSETOF(ag_dir_config, mark_conn), AG_SCOPES,
                  "On (default) to set the connection's aborted flag when the client leaves"),
     AP_INIT_TAKE1("AbortGuardCleanupWarn", set_duration,
                   (void*)APR_OFFSETOF(ag_dir_config, cleanup_warn_ns), AG_SCOPES,
@@ -283,7 +266,7 @@ const command_rec ag_directives[] = {
     AP_INIT_TAKE1("AbortGuardLockWarn", set_duration,
                   (void*)APR_OFFSETOF(ag_dir_config, lock_warn_ns), AG_SCOPES,
                   "log a lock held longer than this at warn (default off)"),
-    AP_INIT_FLAG("AbortGuardProxy", set_proxy, NULL, AG_SCOPES,
+    AP_INIT_FLAG("AbortGuardProxy", set_flag, (void*)APR_OFFSETOF(ag_dir_config, proxy), AG_SCOPES,
                  "On (default) to shut a proxied request's backend connection down when its "
                  "client leaves"),
     AP_INIT_TAKE1("AbortGuardLogStatus", set_log_status, NULL, AG_SCOPES,
@@ -291,7 +274,8 @@ const command_rec ag_directives[] = {
     AP_INIT_TAKE123("AbortGuardKeepAlive", set_keepalive, NULL, AG_SCOPES,
                     "<idle> [<interval> [<count>]]: TCP keepalive on monitored requests' "
                     "client sockets, or Off (default)"),
-    AP_INIT_FLAG("AbortGuardStopAborts", set_stop_aborts, NULL, AG_SCOPES,
+    AP_INIT_FLAG("AbortGuardStopAborts", set_flag, (void*)APR_OFFSETOF(ag_dir_config, stop_aborts),
+                 AG_SCOPES,
                  "On to treat the child's stop notice as a client abort (reason server-stop); "
                  "default Off"),
     AP_INIT_TAKE1("AbortGuardGracePeriod", set_global_duration,
