@@ -153,10 +153,12 @@ TEST_F(UpstreamCutTest, NoCutAfterDisarmWhileFdsAreReused) {
         for (volatile int k = 0; k < disarm_spin; ++k) {
         }
         const bool was_cut = cut.disarm(id);
-        if (order == kAbortFirst)
+        if (order == kAbortFirst) {
             EXPECT_TRUE(was_cut) << "iteration " << i;
-        if (order == kDisarmFirst)
+        }
+        if (order == kDisarmFirst) {
             EXPECT_FALSE(was_cut) << "iteration " << i;
+        }
         proxy.reset();
         auto [reused, reused_backend] = listener_.connect_pair();
         go.store(true);  // kDisarmFirst: the abort comes after the reuse
