@@ -105,6 +105,19 @@ int threads_named(pid_t pid, const std::string& name) {
     return n;
 }
 
+// The number of ag-monitor threads of child `pid` once it has one or more
+// (or 1 if it exited first: it cannot be checked, nor can it leak).
+int monitor_threads_once_started(pid_t pid, Millis timeout) {
+    for (Deadline deadline(timeout);;) {
+        const int n = threads_named(pid, "ag-monitor");
+        if (n > 0 || deadline.expired())
+            return n;
+        if (process_gone(pid))
+            return 1;
+        usleep(2000);  // polling /proc for the thread, with a deadline
+    }
+}
+
 // Open descriptors of `pid`, sockets counted apart.
 struct FdCount {
     int sockets = 0;
@@ -690,8 +703,12 @@ TEST_P(LifecycleTest, SoakGracefulRestartsUnderLoad) {
     }
     EXPECT_TRUE(lingering.empty())
         << lingering.size() << " old child(ren) still run, e.g. pid " << lingering.front();
+    // Each child has one monitor thread once its child_init has run; a
+    // child the parent forked a moment ago (spare-thread maintenance) may
+    // not have reached it yet, so each is awaited, with a deadline.
     for (pid_t p : children_of(parent))
-        EXPECT_EQ(threads_named(p, "ag-monitor"), 1) << "child " << p;
+        EXPECT_EQ(monitor_threads_once_started(p, kLogWait), 1) << "child " << p;
+    EXPECT_EQ(threads_named(parent, "ag-monitor"), 0) << "the parent runs a monitor thread";
     const FdCount parent_after = count_fds(parent);
     EXPECT_EQ(parent_after.others, parent_fds.others) << "the parent leaked descriptors";
     EXPECT_EQ(parent_after.sockets, parent_fds.sockets) << "the parent leaked sockets";
