@@ -6,6 +6,7 @@
 // Prints markdown (bench/run puts it into RESULTS.md) and writes the raw
 // latencies to DATA_DIR for the plot.
 // Usage: bench_httpd [--smoke] [--mpm event|worker] [--data DATA_DIR]
+//                    [--only detection|throughput] [--held N]...
 #include <dirent.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -34,6 +35,8 @@ struct Settings {
     bool smoke = false;
     std::string mpm = "event";
     std::string data_dir;
+    std::string only;       // "detection" or "throughput": that part alone
+    std::vector<int> held;  // detection: these levels instead of 1, 100, 1000
 };
 
 // ------------------------------------------------------------------ config
@@ -55,7 +58,7 @@ std::string bench_config(int workers) {
       << "ListenBacklog 4096\n"
       << "<Location /bench>\n  SetHandler abortguard-bench\n</Location>\n"
       << "<Location /tiny>\n  SetHandler abortguard-bench\n</Location>\n"
-      << "CustomLog \"@RUNDIR@/bench.log\" \"%{AGB_START_US}e %{AGB_FIRED_US}e "
+      << "CustomLog \"@RUNDIR@/bench.log\" \"%{AGB_START_US}e %{AGB_DETECTED_US}e "
          "%{AGB_NOTICED_US}e %U%q\"\n";
     return c.str();
 }
@@ -139,13 +142,16 @@ long group_rss_bytes(const Httpd& h) {
 
 struct Round {
     int aborted = 0, detected = 0, noticed = 0;
-    std::vector<double> fired_us, noticed_us;  // after the client's close
-    long rss_held = 0;                         // while all were held
+    std::vector<double> detected_us, noticed_us;  // after the client's close
+    long rss_held = 0;                            // while all were held
 };
 
 // `conc` requests held at once on `path`, then every client closes (FIN)
-// in one sweep; reads the handler's timings back from bench.log.
-Round held_round(Httpd& h, const std::string& path, int conc, int hold_ms, int poll_us) {
+// in one sweep; reads the handler's timings back from bench.log. The
+// handlers block in abortguard_wait() if `wait`, else poll c->aborted
+// every `poll_us`.
+Round held_round(Httpd& h, const std::string& path, int conc, int hold_ms, int poll_us,
+                 bool wait = false) {
     static int round_no = 0;
     const std::string prefix = "r" + std::to_string(++round_no) + "x";
     LogCursor log;
@@ -154,9 +160,9 @@ Round held_round(Httpd& h, const std::string& path, int conc, int hold_ms, int p
     Round r;
     for (int i = 0; i < conc; ++i) {
         if (!clients[i].connect(h.port(), Millis(10000)) ||
-            !clients[i].send(http_get(path + "?hold=" + std::to_string(hold_ms) +
-                                      "&poll_us=" + std::to_string(poll_us) + "&t=" + prefix +
-                                      std::to_string(i) + "z")))
+            !clients[i].send(http_get(
+                path + "?hold=" + std::to_string(hold_ms) + "&poll_us=" + std::to_string(poll_us) +
+                (wait ? "&wait=1" : "") + "&t=" + prefix + std::to_string(i) + "z")))
             std::fprintf(stderr, "bench: request %d did not go out\n", i);
     }
     for (auto& c : clients) {
@@ -188,7 +194,7 @@ Round held_round(Httpd& h, const std::string& path, int conc, int hold_ms, int p
     for (const auto& [i, f] : found) {
         if (f[1] != "-") {
             ++r.detected;
-            r.fired_us.push_back(static_cast<double>(std::atoll(f[1].c_str()) - closed[i]));
+            r.detected_us.push_back(static_cast<double>(std::atoll(f[1].c_str()) - closed[i]));
         }
         if (f[2] != "-") {
             ++r.noticed;
@@ -198,14 +204,50 @@ Round held_round(Httpd& h, const std::string& path, int conc, int hold_ms, int p
     return r;
 }
 
+// One row of the detection table: `conc` requests held at once by
+// handlers of one kind, over several rounds.
+struct Level {
+    int conc;
+    bool wait;    // handlers block in abortguard_wait(); else they poll
+    int poll_us;  // the poll's period
+    int rounds;
+};
+
+Round held_rounds(Httpd& h, const Level& l, long* rss_sum) {
+    Round all;
+    for (int k = 0; k < l.rounds; ++k) {
+        Round r = held_round(h, "/bench", l.conc, 30000, l.poll_us, l.wait);
+        all.aborted += r.aborted;
+        all.detected += r.detected;
+        all.detected_us.insert(all.detected_us.end(), r.detected_us.begin(), r.detected_us.end());
+        all.noticed_us.insert(all.noticed_us.end(), r.noticed_us.begin(), r.noticed_us.end());
+        *rss_sum += r.rss_held;
+    }
+    return all;
+}
+
+std::vector<Level> detection_levels(bool smoke, std::vector<int> held) {
+    if (held.empty())
+        held = smoke ? std::vector<int>{1, 10} : std::vector<int>{1, 100, 1000};
+    std::vector<Level> out;
+    for (int conc : held) {
+        // Enough samples at low concurrency: repeat the round.
+        const int rounds = conc == 1 ? (smoke ? 3 : 200) : conc < 1000 ? (smoke ? 1 : 5) : 2;
+        // 1,000 threads polling every ms would be the whole load of 2 cores.
+        const int poll_us = conc >= 1000 ? 10000 : 1000;
+        out.push_back({conc, true, poll_us, rounds});
+        out.push_back({conc, false, poll_us, rounds});
+    }
+    return out;
+}
+
 void detection(const Settings& st) {
-    const std::vector<int> levels =
-        st.smoke ? std::vector<int>{1, 10} : std::vector<int>{1, 100, 1000};
-    const int workers = levels.back() + 32;
+    const std::vector<Level> levels = detection_levels(st.smoke, st.held);
+    const int top = levels.back().conc;
     HttpdOptions o;
     o.name = "bench-detect-" + st.mpm;
     o.mpm = st.mpm;
-    o.extra_config = bench_config(workers) +
+    o.extra_config = bench_config(top + 32) +
                      "<Location /bench-off>\n  SetHandler abortguard-bench\n  AbortGuard Off\n"
                      "</Location>\n";
     Httpd h(o);
@@ -216,49 +258,42 @@ void detection(const Settings& st) {
     }
     std::printf("### Detection latency (%s MPM)\n\n", st.mpm.c_str());
     std::printf(
-        "Client close (FIN) -> mod_abortguard's abort callback on its monitor thread (\"token "
-        "fired\"), and -> a handler polling `c->aborted` noticing it. Times in ms.\n\n");
+        "Client close (FIN) -> mod_abortguard detected the abort (the request's token "
+        "reads aborted: `abortguard_aborted_at()`), and -> the handler noticed it: a handler "
+        "blocked in `abortguard_wait()` (woken by the token), or one polling `c->aborted` as "
+        "handlers written before this module do. Times in ms.\n\n");
     std::printf(
-        "| Held at once | Detected / aborted | Token fired: min | median | p99 | max "
-        "| Poll | Handler noticed: min | median | p99 | max |\n"
+        "| Held at once | Handler | Detected / aborted | Detected: min | median | p99 | max "
+        "| Handler noticed: min | median | p99 | max |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n");
     long mem_on = 0, mem_off = 0;
-    int mem_n = 0;
-    for (int conc : levels) {
-        // Enough samples at low concurrency: repeat the round.
-        const int rounds = conc == 1 ? (st.smoke ? 3 : 200) : conc < 1000 ? (st.smoke ? 1 : 5) : 2;
-        const int poll_us = conc >= 1000 ? 10000 : 1000;
-        Round all;
-        // At the top level, the same number held without monitoring before
-        // and after: the difference is what monitoring costs in memory (the
-        // unmonitored handlers end at their hold time).
-        const bool top = conc == levels.back();
-        const int off_hold = conc >= 1000 ? 4000 : 1000;
-        if (top)
-            mem_off += held_round(h, "/bench-off", conc, off_hold, 10000).rss_held;
-        long on_sum = 0;
-        for (int k = 0; k < rounds; ++k) {
-            Round r = held_round(h, "/bench", conc, 30000, poll_us);
-            all.aborted += r.aborted;
-            all.detected += r.detected;
-            all.fired_us.insert(all.fired_us.end(), r.fired_us.begin(), r.fired_us.end());
-            all.noticed_us.insert(all.noticed_us.end(), r.noticed_us.begin(), r.noticed_us.end());
-            on_sum += r.rss_held;
+    // The same number held without monitoring before and after the
+    // monitored rounds: the difference is what monitoring costs in memory
+    // (the unmonitored handlers end at their hold time).
+    const int off_hold = top >= 1000 ? 4000 : 1000;
+    for (const Level& l : levels) {
+        const bool measure_memory = l.conc == top && l.wait;
+        if (measure_memory)
+            mem_off += held_round(h, "/bench-off", top, off_hold, 10000).rss_held;
+        long rss_sum = 0;
+        Round all = held_rounds(h, l, &rss_sum);
+        if (measure_memory) {
+            mem_on = rss_sum / l.rounds;
+            mem_off = (mem_off + held_round(h, "/bench-off", top, off_hold, 10000).rss_held) / 2;
         }
-        if (top) {
-            mem_on = on_sum / rounds;
-            mem_off = (mem_off + held_round(h, "/bench-off", conc, off_hold, 10000).rss_held) / 2;
-            mem_n = conc;
-        }
-        std::printf("| %d | %d / %d | %s | %d ms | %s |\n", conc, all.detected, all.aborted,
-                    fmt_ms(summarize(all.fired_us)).c_str(), poll_us / 1000,
+        const std::string kind = l.wait ? "waits in `abortguard_wait()`"
+                                        : "polls every " + std::to_string(l.poll_us / 1000) + " ms";
+        std::printf("| %d | %s | %d / %d | %s | %s |\n", l.conc, kind.c_str(), all.detected,
+                    all.aborted, fmt_ms(summarize(all.detected_us)).c_str(),
                     fmt_ms(summarize(all.noticed_us)).c_str());
         std::fflush(stdout);
-        write_data(st, "fired_" + std::to_string(conc) + ".dat", all.fired_us);
-        write_data(st, "noticed_" + std::to_string(conc) + ".dat", all.noticed_us);
+        const std::string suffix = std::to_string(l.conc) + (l.wait ? "_wait" : "_poll") + ".dat";
+        write_data(st, "detected_" + suffix, all.detected_us);
+        write_data(st, "noticed_" + suffix, all.noticed_us);
     }
     std::printf("\n");
-    const double per = mem_n ? static_cast<double>(mem_on - mem_off) / mem_n : 0;
+    const int mem_n = top;
+    const double per = static_cast<double>(mem_on - mem_off) / mem_n;
     std::printf(
         "Memory per monitored request (resident memory of all httpd processes with %d requests "
         "held under `AbortGuard On`, minus the same under `AbortGuard Off` (measured before and "
@@ -358,13 +393,21 @@ int main(int argc, char** argv) {
             st.mpm = argv[++i];
         else if (std::strcmp(argv[i], "--data") == 0 && i + 1 < argc)
             st.data_dir = argv[++i];
+        else if (std::strcmp(argv[i], "--only") == 0 && i + 1 < argc)
+            st.only = argv[++i];
+        else if (std::strcmp(argv[i], "--held") == 0 && i + 1 < argc)
+            st.held.push_back(std::atoi(argv[++i]));
     }
     struct rlimit rl;
     getrlimit(RLIMIT_NOFILE, &rl);
     rl.rlim_cur = rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
-    agtest::detection(st);
-    agtest::throughput(st);
+    if (st.only.empty() || st.only == "detection")
+        agtest::detection(st);
+    if (st.only.empty() || st.only == "throughput")
+        agtest::throughput(st);
+    if (!st.only.empty())
+        return 0;
     std::printf(
         "### Not in bench/ yet\n\n"
         "| Measure | Where it is measured today |\n|---|---|\n"

@@ -6,12 +6,13 @@
  *   hold=MS       flushes "started\n", then holds the request up to MS ms,
  *                 polling c->aborted every poll_us microseconds (default
  *                 1000), as a handler of the mod_perl era would
- *   fired=0       do not ask mod_abortguard for the abort callback
+ *   wait=1        with hold: blocks in abortguard_wait() instead of polling,
+ *                 as a handler written against mod_abortguard's API would
  *
  * It notes on CLOCK_MONOTONIC, in microseconds (the benchmark client's
- * clock): AGB_START_US, AGB_FIRED_US (mod_abortguard's abort callback ran on
- * its monitor thread, i.e. the token fired) and AGB_NOTICED_US (the poll saw
- * c->aborted), for %{...}e in a log format.
+ * clock): AGB_START_US, AGB_DETECTED_US (mod_abortguard detected the abort:
+ * abortguard_aborted_at()) and AGB_NOTICED_US (the poll saw c->aborted, or
+ * abortguard_wait() returned), for %{...}e in a log format.
  */
 #include <time.h>
 
@@ -28,7 +29,8 @@
 
 module AP_MODULE_DECLARE_DATA abortguard_bench_module;
 
-static APR_OPTIONAL_FN_TYPE(abortguard_on_abort) * on_abort;
+static APR_OPTIONAL_FN_TYPE(abortguard_aborted_at) * aborted_at;
+static APR_OPTIONAL_FN_TYPE(abortguard_wait) * ag_wait;
 
 static apr_int64_t monotonic_us(void) {
     struct timespec ts;
@@ -47,32 +49,33 @@ static void note_us(request_rec* r, const char* name, apr_int64_t us) {
     }
 }
 
-/* Monitor thread: only our own word, never the request. */
-static void fired(void* data, int reason) {
-    (void)reason;
-    __atomic_store_n((apr_int64_t*)data, monotonic_us(), __ATOMIC_RELEASE);
+/* When the poll saw c->aborted; 0 if it did not before `end`. */
+static apr_int64_t poll_aborted(request_rec* r, apr_int64_t end, apr_interval_time_t poll) {
+    while (monotonic_us() < end) {
+        if (r->connection->aborted) {
+            return monotonic_us();
+        }
+        apr_sleep(poll);
+    }
+    return 0;
 }
 
 static int hold(request_rec* r, apr_table_t* args) {
-    apr_int64_t* fired_us = apr_pcalloc(r->pool, sizeof(*fired_us));
     apr_int64_t start = monotonic_us(), noticed = 0;
     apr_int64_t end = start + arg_int(args, "hold", 0) * 1000;
     apr_interval_time_t poll = (apr_interval_time_t)arg_int(args, "poll_us", 1000);
 
     note_us(r, "AGB_START_US", start);
-    if (on_abort != NULL && arg_int(args, "fired", 1) != 0) {
-        on_abort(r, fired, fired_us);
-    }
     ap_rputs("started\n", r);
     ap_rflush(r);
-    while (monotonic_us() < end) {
-        if (r->connection->aborted) {
+    if (ag_wait != NULL && arg_int(args, "wait", 0) != 0) {
+        if (ag_wait(r, end - start) == APR_ECONNABORTED) {
             noticed = monotonic_us();
-            break;
         }
-        apr_sleep(poll);
+    } else {
+        noticed = poll_aborted(r, end, poll);
     }
-    note_us(r, "AGB_FIRED_US", __atomic_load_n(fired_us, __ATOMIC_ACQUIRE));
+    note_us(r, "AGB_DETECTED_US", aborted_at != NULL ? aborted_at(r) : 0);
     note_us(r, "AGB_NOTICED_US", noticed);
     if (!noticed) {
         ap_rputs("done\n", r);
@@ -95,7 +98,8 @@ static int bench_handler(request_rec* r) {
 }
 
 static void retrieve(void) {
-    on_abort = APR_RETRIEVE_OPTIONAL_FN(abortguard_on_abort);
+    aborted_at = APR_RETRIEVE_OPTIONAL_FN(abortguard_aborted_at);
+    ag_wait = APR_RETRIEVE_OPTIONAL_FN(abortguard_wait);
 }
 
 static void register_hooks(apr_pool_t* p) {

@@ -25,7 +25,6 @@ namespace {
 // The eventfd's key; slot keys always have a non-zero generation in the
 // upper half, so they can never collide with it.
 constexpr uint64_t kWakeKey = 0;
-constexpr int kBatch = 64;
 
 uint64_t make_key(uint32_t slot, uint32_t gen) {
     return (uint64_t{gen} << 32) | slot;
@@ -206,38 +205,58 @@ size_t Monitor::watch_count() const {
     return live_;
 }
 
-void Monitor::dispatch(uint64_t key, uint32_t events, int64_t woke_ns) noexcept {
-    const uint32_t idx = key_slot(key);
-    Slot fired;
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (idx >= slots_.size())
-            return;
+// Phase one of a batch, under the lock: the events whose watch is still
+// armed pin their slot (kFiring: unwatch() waits, so fd, token and arg stay
+// valid) and are copied out.
+int Monitor::select_fired(const struct epoll_event* events, int n, Firing* out) {
+    int nf = 0;
+    std::lock_guard<std::mutex> lock(mu_);
+    for (int i = 0; i < n; ++i) {
+        const uint64_t key = events[i].data.u64;
+        const uint32_t idx = key_slot(key);
+        if (key == kWakeKey || idx >= slots_.size())
+            continue;
         Slot& s = slots_[idx];
         if (s.kgen != key_gen(key))
-            return;    // a registration this slot no longer uses
+            continue;  // a registration this slot no longer uses
         s.events = 0;  // one-shot: the kernel has disabled it
         if (s.state != SlotState::kArmed)
-            return;  // parked: no watch wants it
+            continue;  // parked: no watch wants it
         s.state = SlotState::kFiring;
-        fired = s;
+        out[nf++] = Firing{idx, events[i].events, s.token, s.fn, s.arg, false};
     }
-    // kFiring pins the slot: unwatch() waits, so fd, token and arg stay valid.
-    const int fd = static_cast<int>(idx);
-    const Reason reason = classify_socket_event(events, fd);
-    const int64_t now = mono_ns();
-    const bool first = fired.token->abort(reason, now);
-    if (first)
-        stats::record(stats::Latency::kDetection, now - woke_ns);
-    AG_LOG(kDebug, "AG0101: client socket %d closed (%s, events 0x%x)", fd, reason_name(reason),
-           events);
-    if (first && fired.fn != nullptr)
-        fired.fn(fired.arg, static_cast<int>(reason));
-    {
-        std::lock_guard<std::mutex> lock(mu_);
-        slots_[idx].state = SlotState::kFired;
+    return nf;
+}
+
+// Every event of a batch is claimed (the token reads aborted, the
+// connection is marked) before any waiter is woken: a woken handler thread
+// may preempt this one, and with a thousand aborts at once the last of the
+// batch would otherwise wait for all of them to run.
+void Monitor::dispatch(const struct epoll_event* events, int n, int64_t woke_ns) noexcept {
+    Firing fired[kBatch];
+    const int nf = select_fired(events, n, fired);
+    for (int i = 0; i < nf; ++i) {
+        Firing& f = fired[i];
+        const int fd = static_cast<int>(f.idx);
+        const Reason reason = classify_socket_event(f.events, fd);
+        const int64_t now = mono_ns();
+        f.first = f.token->claim(reason, now);
+        if (f.first)
+            stats::record(stats::Latency::kDetection, now - woke_ns);
+        AG_LOG(kDebug, "AG0101: client socket %d closed (%s, events 0x%x)", fd, reason_name(reason),
+               f.events);
+        if (f.first && f.fn != nullptr)
+            f.fn(f.arg, static_cast<int>(reason));
     }
-    fired_.notify_all();
+    for (int i = 0; i < nf; ++i) {
+        if (fired[i].first)
+            fired[i].token->notify();
+        {
+            std::lock_guard<std::mutex> lock(mu_);
+            slots_[fired[i].idx].state = SlotState::kFired;
+        }
+        fired_.notify_all();
+    }
 }
 
 // epoll_wait's timeout for the next timer: rounded up to whole ms, so a
@@ -274,10 +293,9 @@ void Monitor::run() noexcept {
                 uint64_t drained;
                 while (::read(wakefd_, &drained, sizeof drained) < 0 && errno == EINTR) {
                 }
-            } else {
-                dispatch(events[i].data.u64, events[i].events, woke_ns);
             }
         }
+        dispatch(events, n, woke_ns);
         timers_.run_due(mono_ns());
         if (posted_.load(std::memory_order_relaxed) != 0) {
             // in_post_ before loading the handler: set_post_handler(nullptr)

@@ -149,9 +149,22 @@ class Monitor {
 
     Monitor(int epfd, int wakefd) noexcept : epfd_(epfd), wakefd_(wakefd) {}
 
+    // Events taken from the kernel at once; the monitor's stack holds one
+    // Firing per event.
+    static constexpr int kBatch = 256;
+    struct Firing {
+        uint32_t idx;     // the slot (fd)
+        uint32_t events;  // what epoll reported
+        Token* token;
+        AbortFn fn;
+        void* arg;
+        bool first;  // this event aborted the token
+    };
+
     void run() noexcept;
-    // `woke_ns`: when epoll_wait returned the batch holding this event.
-    void dispatch(uint64_t key, uint32_t events, int64_t woke_ns) noexcept;
+    // `woke_ns`: when epoll_wait returned the batch.
+    void dispatch(const struct epoll_event* events, int n, int64_t woke_ns) noexcept;
+    int select_fired(const struct epoll_event* events, int n, Firing* out);   // takes mu_
     Status arm(int fd, bool parked, unsigned flags, struct epoll_event* ev);  // mu_ held
     int wait_ms() const;
     void wake() noexcept;  // async-signal-safe

@@ -38,6 +38,13 @@ std::atomic<Token::OwnerHook> g_owner_hook{nullptr};
 static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "futex word must be 32 bits");
 
 bool Token::abort(Reason reason, int64_t at_ns) noexcept {
+    if (!claim(reason, at_ns))
+        return false;
+    notify();
+    return true;
+}
+
+bool Token::claim(Reason reason, int64_t at_ns) noexcept {
     uint32_t expected = state_.load(std::memory_order_relaxed);
     do {
         if ((expected & kRunMask) != kRunning)
@@ -47,14 +54,19 @@ bool Token::abort(Reason reason, int64_t at_ns) noexcept {
     reason_ = reason;
     at_ns_ = at_ns;
     // kClaimed -> kAborted, keeping a stop bit set meanwhile. The seq_cst
-    // update and load pair with the waiter's increment and futex check:
-    // either we see its increment and wake it, or it sees kAborted.
+    // update pairs with the waiter's increment and futex check (notify()
+    // loads the count): either notify() sees its increment and wakes it, or
+    // it sees kAborted.
     state_.fetch_add(kAborted - kClaimed, std::memory_order_seq_cst);
+    return true;
+}
+
+void Token::notify() noexcept {
     if (waiters_.load(std::memory_order_seq_cst) != 0)
         futex_wake_all(&state_);
     if (owner_ != nullptr) {
         if (OwnerHook hook = g_owner_hook.load(std::memory_order_acquire))
-            hook(owner_, reason);
+            hook(owner_, reason_);
     }
     // Oldest first: the stack holds them newest first.
     Pending* list = callbacks_.exchange(closed(), std::memory_order_acq_rel);
@@ -68,9 +80,8 @@ bool Token::abort(Reason reason, int64_t at_ns) noexcept {
     while (oldest_first != nullptr) {
         std::unique_ptr<Pending> p(oldest_first);
         oldest_first = p->next;
-        run_callback(*p, reason);
+        run_callback(*p, reason_);
     }
-    return true;
 }
 
 bool Token::on_abort(Callback cb, const char* label) noexcept {

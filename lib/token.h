@@ -50,8 +50,18 @@ class Token {
 
     // Marks the token aborted and runs the on_abort callbacks, oldest first.
     // Returns true if this call did it, false if the token was already
-    // aborted (the first reason and time stay).
+    // aborted (the first reason and time stay). claim() then notify().
     bool abort(Reason reason, int64_t at_ns) noexcept;
+
+    // abort() in two halves, for a thread that aborts many tokens at once
+    // (the monitor, a batch of socket events): claim() publishes the abort
+    // (aborted(), reason() and aborted_at_ns() say so from then on) and
+    // neither wakes a waiter nor runs anything, so the whole batch is marked
+    // before the first woken thread can preempt the claimer. notify() wakes
+    // the waiters and runs the owner hook and the callbacks; whoever got
+    // true from claim() must call it, once, soon after, on the same thread.
+    bool claim(Reason reason, int64_t at_ns) noexcept;
+    void notify() noexcept;
 
     // Runs `cb` exactly once when the token is aborted (never if it is not).
     // An exception it throws is logged and dropped. Returns false only when

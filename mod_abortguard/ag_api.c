@@ -32,6 +32,14 @@ static const char* abortguard_reason(request_rec* r) {
     return ag_reason_name(ag_state_reason(ag_request_state(ctx)));
 }
 
+static apr_int64_t abortguard_aborted_at(request_rec* r) {
+    ag_request_ctx* ctx = ctx_of(r);
+    if (ctx == NULL || !ag_request_aborted(ctx)) {
+        return 0;
+    }
+    return ag_state_aborted_at_ns(ag_request_state(ctx)) / 1000;
+}
+
 typedef struct {
     abortguard_cleanup_fn* fn;
     request_rec* r;
@@ -174,4 +182,5 @@ void ag_api_register(void) {
     APR_REGISTER_OPTIONAL_FN(abortguard_on_abort);
     APR_REGISTER_OPTIONAL_FN(abortguard_reason);
     APR_REGISTER_OPTIONAL_FN(abortguard_stopping);
+    APR_REGISTER_OPTIONAL_FN(abortguard_aborted_at);
 }

@@ -294,3 +294,45 @@ TEST(TokenHook, TellsTheOwnerOnceBeforeTheCallbacks) {
 }
 
 }  // namespace
+
+namespace {
+
+// The monitor's batch: claim() publishes the abort and runs nothing; the
+// callbacks registered before or between the halves run once, in notify().
+TEST(TokenClaim, PublishesAtOnceAndNotifyRunsTheCallbacksOnce) {
+    Token t;
+    std::vector<int> ran;
+    t.on_abort([&](Reason) { ran.push_back(1); });
+    ASSERT_TRUE(t.claim(Reason::kFin, 42));
+    EXPECT_TRUE(t.aborted());
+    EXPECT_EQ(t.reason(), Reason::kFin);
+    EXPECT_EQ(t.aborted_at_ns(), 42);
+    EXPECT_TRUE(ran.empty()) << "claim() ran a callback";
+    EXPECT_FALSE(t.claim(Reason::kRst, 43)) << "a second claim won";
+    EXPECT_FALSE(t.abort(Reason::kRst, 44)) << "an abort after the claim won";
+    t.on_abort([&](Reason) { ran.push_back(2); });
+    EXPECT_EQ(ran.size(), 0u) << "a callback added between the halves ran early";
+    t.notify();
+    EXPECT_EQ(ran, (std::vector<int>{1, 2}));
+    t.on_abort([&](Reason r) { ran.push_back(r == Reason::kFin ? 3 : -1); });
+    EXPECT_EQ(ran, (std::vector<int>{1, 2, 3}));
+}
+
+// A waiter asleep before the claim wakes on notify(), not before.
+TEST(TokenClaim, ASleepingWaiterWakesOnNotify) {
+    Token t;
+    std::atomic<bool> waiting{false}, woke{false};
+    std::thread waiter([&] {
+        waiting.store(true);
+        EXPECT_TRUE(t.wait_until(mono_ns() + 10000 * kMs));
+        woke.store(true);
+    });
+    while (!waiting.load())
+        std::this_thread::yield();
+    ASSERT_TRUE(t.claim(Reason::kRst, mono_ns()));
+    t.notify();
+    waiter.join();
+    EXPECT_TRUE(woke.load());
+}
+
+}  // namespace
