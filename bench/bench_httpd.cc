@@ -143,7 +143,10 @@ long group_rss_bytes(const Httpd& h) {
 struct Round {
     int aborted = 0, detected = 0, noticed = 0;
     std::vector<double> detected_us, noticed_us;  // after the client's close
-    long rss_held = 0;                            // while all were held
+    // From the close's timestamp to the close returning: how long the client
+    // itself was held up there (its timestamps are that much early at most).
+    std::vector<double> stall_us;
+    long rss_held = 0;  // while all were held
 };
 
 // `conc` requests held at once on `path`, then every client closes (FIN)
@@ -174,7 +177,8 @@ Round held_round(Httpd& h, const std::string& path, int conc, int hold_ms, int p
     std::vector<int64_t> closed(static_cast<size_t>(conc));
     for (int i = 0; i < conc; ++i) {
         clients[i].close_fin();
-        closed[i] = clients[i].close_us();
+        closed[i] = clients[i].close_us();  // taken right before the FIN
+        r.stall_us.push_back(static_cast<double>(monotonic_us() - closed[i]));
     }
     r.aborted = conc;
     std::map<int, std::vector<std::string>> found;
@@ -221,6 +225,7 @@ Round held_rounds(Httpd& h, const Level& l, long* rss_sum) {
         all.detected += r.detected;
         all.detected_us.insert(all.detected_us.end(), r.detected_us.begin(), r.detected_us.end());
         all.noticed_us.insert(all.noticed_us.end(), r.noticed_us.begin(), r.noticed_us.end());
+        all.stall_us.insert(all.stall_us.end(), r.stall_us.begin(), r.stall_us.end());
         *rss_sum += r.rss_held;
     }
     return all;
@@ -261,11 +266,14 @@ void detection(const Settings& st) {
         "Client close (FIN) -> mod_abortguard detected the abort (the request's token "
         "reads aborted: `abortguard_aborted_at()`), and -> the handler noticed it: a handler "
         "blocked in `abortguard_wait()` (woken by the token), or one polling `c->aborted` as "
-        "handlers written before this module do. Times in ms.\n\n");
+        "handlers written before this module do. Times in ms. The client takes its timestamp "
+        "right before each close; \"client stall\" is how long that close took to return (the "
+        "client competes for the CPU with the handlers it wakes), which bounds how early a "
+        "timestamp can be.\n\n");
     std::printf(
         "| Held at once | Handler | Detected / aborted | Detected: min | median | p99 | max "
-        "| Handler noticed: min | median | p99 | max |\n"
-        "|---|---|---|---|---|---|---|---|---|---|---|\n");
+        "| Handler noticed: min | median | p99 | max | Client stall: p99 / max |\n"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     long mem_on = 0, mem_off = 0;
     // The same number held without monitoring before and after the
     // monitored rounds: the difference is what monitoring costs in memory
@@ -283,9 +291,10 @@ void detection(const Settings& st) {
         }
         const std::string kind = l.wait ? "waits in `abortguard_wait()`"
                                         : "polls every " + std::to_string(l.poll_us / 1000) + " ms";
-        std::printf("| %d | %s | %d / %d | %s | %s |\n", l.conc, kind.c_str(), all.detected,
-                    all.aborted, fmt_ms(summarize(all.detected_us)).c_str(),
-                    fmt_ms(summarize(all.noticed_us)).c_str());
+        const Summary stall = summarize(all.stall_us);
+        std::printf("| %d | %s | %d / %d | %s | %s | %.3f / %.3f |\n", l.conc, kind.c_str(),
+                    all.detected, all.aborted, fmt_ms(summarize(all.detected_us)).c_str(),
+                    fmt_ms(summarize(all.noticed_us)).c_str(), stall.p99 / 1000, stall.max / 1000);
         std::fflush(stdout);
         const std::string suffix = std::to_string(l.conc) + (l.wait ? "_wait" : "_poll") + ".dat";
         write_data(st, "detected_" + suffix, all.detected_us);
@@ -358,17 +367,24 @@ void throughput(const Settings& st) {
     const int rounds = st.smoke ? 1 : 5;
     const int seconds = st.smoke ? 1 : 5;
     std::printf(
-        "Requests per second, median of %d rounds of %d s; the three servers take turns "
-        "within each round.\n\n",
+        "Requests per second, median of %d rounds of %d s after a warm-up; the three servers "
+        "take turns within each round, in an order that rotates from round to round.\n\n",
         rounds, seconds);
     std::printf(
         "| Target | On | Off | not loaded | On / Off | On / not loaded |\n"
         "|---|---|---|---|---|---|\n");
     for (const char* path : {"/tiny", "/static.txt"}) {
+        // A warm-up run each (pools, caches, the first children's threads),
+        // then rounds whose order rotates, so that no server always runs
+        // first or right after the same other.
+        for (auto& s : servers)
+            wrk_rps(s->port(), path, 1);
         std::vector<std::vector<double>> rps(variants.size());
         for (int k = 0; k < rounds; ++k) {
-            for (size_t i = 0; i < variants.size(); ++i)
+            for (size_t j = 0; j < variants.size(); ++j) {
+                const size_t i = (j + static_cast<size_t>(k)) % variants.size();
                 rps[i].push_back(wrk_rps(servers[i]->port(), path, seconds));
+            }
         }
         const double on = median(rps[0]), off = median(rps[1]), none = median(rps[2]);
         std::printf("| %s | %.0f | %.0f | %.0f | %.3f | %.3f |\n",

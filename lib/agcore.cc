@@ -138,6 +138,11 @@ void ag_monitor_unwatch(ag_monitor* m, ag_watch_id id) {
     m->impl->unwatch(id);
 }
 
+int ag_monitor_set_nice(ag_monitor* m, int nice) {
+    abortguard::Status st = m->impl->set_nice(nice);
+    return st.is_ok() ? 0 : errno_of(st);
+}
+
 void ag_monitor_retire(ag_monitor* m) {
     m->impl->retire();
 }

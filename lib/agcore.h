@@ -120,6 +120,10 @@ int ag_monitor_watch(ag_monitor* m, int fd, unsigned flags, ag_state* state, ag_
 /* Synchronous: when it returns, no callback for `id` runs or will run. */
 void ag_monitor_unwatch(ag_monitor* m, ag_watch_id id);
 
+/* Sets the monitor thread's nice value (Monitor::set_nice). Returns 0 or an
+ * errno value (EACCES/EPERM: no CAP_SYS_NICE and too little RLIMIT_NICE). */
+int ag_monitor_set_nice(ag_monitor* m, int nice);
+
 /* watch() fails from now on; the thread keeps running timers and posted
  * work until the process exits (the lifecycle's exit watchdog).
  * Async-signal-safe. */

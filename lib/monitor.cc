@@ -4,6 +4,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -14,6 +15,7 @@
 #include <system_error>
 
 #include "clock.h"
+#include "futex.h"
 #include "log.h"
 #include "probe.h"
 #include "stats.h"
@@ -26,6 +28,32 @@ namespace {
 // upper half, so they can never collide with it.
 constexpr uint64_t kWakeKey = 0;
 
+// A slot's word: [epoch:32][kgen:24][flags:5][state:3]. kgen is the
+// generation in the key of the slot's kernel registration; the epoch is
+// that of its latest watch (the WatchId's upper half).
+constexpr uint64_t kStateMask = 7;
+constexpr uint64_t kInKernel = 1u << 3;  // the registration is armed and has not fired
+constexpr uint64_t kRdhup = 1u << 4;     // it asks for EPOLLRDHUP
+constexpr unsigned kGenShift = 8;
+constexpr uint64_t kGenMask = 0xffffff;
+constexpr unsigned kEpochShift = 32;
+
+uint64_t state_of(uint64_t w) {
+    return w & kStateMask;
+}
+uint32_t kgen_of(uint64_t w) {
+    return static_cast<uint32_t>((w >> kGenShift) & kGenMask);
+}
+uint32_t epoch_of(uint64_t w) {
+    return static_cast<uint32_t>(w >> kEpochShift);
+}
+uint64_t with_state(uint64_t w, uint64_t state) {
+    return (w & ~kStateMask) | state;
+}
+uint64_t make_word(uint64_t state, uint64_t flags, uint32_t kgen, uint32_t epoch) {
+    return state | flags | (uint64_t{kgen} << kGenShift) | (uint64_t{epoch} << kEpochShift);
+}
+
 uint64_t make_key(uint32_t slot, uint32_t gen) {
     return (uint64_t{gen} << 32) | slot;
 }
@@ -34,6 +62,15 @@ uint32_t key_slot(uint64_t key) {
 }
 uint32_t key_gen(uint64_t key) {
     return static_cast<uint32_t>(key >> 32);
+}
+
+// Generations and epochs skip 0: a zero key is the eventfd's, a zero
+// WatchId is "none".
+uint32_t next_kgen(uint32_t gen) {
+    return (gen + 1) & kGenMask ? (gen + 1) & kGenMask : 1;
+}
+uint32_t next_epoch(uint32_t epoch) {
+    return epoch + 1 == 0 ? 1 : epoch + 1;
 }
 
 void sleep_ns(int64_t ns) {
@@ -87,6 +124,8 @@ Monitor::~Monitor() {
     stop(INT64_MAX / 2);
     close(wakefd_);
     close(epfd_);
+    for (auto& chunk : chunks_)
+        delete[] chunk.load(std::memory_order_acquire);
 }
 
 bool Monitor::stop(int64_t bound_ns) noexcept {
@@ -108,10 +147,6 @@ bool Monitor::stop(int64_t bound_ns) noexcept {
 
 namespace {
 
-uint32_t next_gen(uint32_t gen) {
-    return gen + 1 == 0 ? 1 : gen + 1;
-}
-
 int ctl(int epfd, int op, int fd, struct epoll_event* ev) {
     return epoll_ctl(epfd, op, fd, ev) == 0 ? 0 : errno;
 }
@@ -132,46 +167,86 @@ Status Monitor::arm(int fd, bool parked, unsigned flags, struct epoll_event* ev)
     return err == 0 ? Status::ok() : Status::from_errno(err, "epoll_ctl");
 }
 
+Monitor::Slot* Monitor::slot(uint32_t fd, bool create) noexcept {
+    const size_t c = fd >> kChunkBits;
+    if (c >= kChunks)
+        return nullptr;
+    Slot* base = chunks_[c].load(std::memory_order_acquire);
+    if (base == nullptr && create) {
+        Slot* fresh = new (std::nothrow) Slot[size_t{1} << kChunkBits];
+        if (fresh == nullptr)
+            return nullptr;
+        if (chunks_[c].compare_exchange_strong(base, fresh, std::memory_order_acq_rel))
+            base = fresh;
+        else
+            delete[] fresh;  // another watch made it first; `base` is theirs
+    }
+    return base != nullptr ? base + (fd & ((1u << kChunkBits) - 1)) : nullptr;
+}
+
 Status Monitor::watch(int fd, unsigned flags, Token* token, AbortFn fn, void* arg, WatchId* id) {
     if (fd < 0)
         return Status::from_errno(EBADF, "watch");
-    const uint32_t wanted = EPOLLONESHOT | ((flags & kIgnoreHalfClose) ? 0u : uint32_t{EPOLLRDHUP});
-    try {
-        std::lock_guard<std::mutex> lock(mu_);
-        if (stopping_.load(std::memory_order_acquire) || retired_.load(std::memory_order_acquire)) {
-            return Status::from_errno(ECANCELED, "monitor stopped");
-        }
-        if (static_cast<size_t>(fd) >= slots_.size())
-            slots_.resize(static_cast<size_t>(fd) + 1);
-        Slot& s = slots_[fd];
-        if (s.state != SlotState::kUnused && s.state != SlotState::kParked) {
-            return Status::from_errno(EBUSY, "the socket is already watched");
-        }
-        // The same connection's next request, and its registration never
-        // fired: still armed in the kernel for exactly this socket.
-        const bool still_armed =
-            (flags & kSameSocket) && s.state == SlotState::kParked && s.events == wanted;
-        if (!still_armed) {
-            struct epoll_event ev = {};
-            ev.events = wanted;
-            ev.data.u64 = make_key(static_cast<uint32_t>(fd), next_gen(s.kgen));
-            Status st = arm(fd, s.state == SlotState::kParked, flags, &ev);
-            if (!st.is_ok())
-                return st;
-            s.kgen = next_gen(s.kgen);
-            s.events = wanted;
-        }
-        s.epoch = next_gen(s.epoch);
-        s.state = SlotState::kArmed;
-        s.token = token;
-        s.fn = fn;
-        s.arg = arg;
-        ++live_;
-        *id = make_key(static_cast<uint32_t>(fd), s.epoch);
-        return Status::ok();
-    } catch (const std::bad_alloc&) {
-        return Status::from_errno(ENOMEM, "growing the watch table");
+    if (stopping_.load(std::memory_order_acquire) || retired_.load(std::memory_order_acquire))
+        return Status::from_errno(ECANCELED, "monitor stopped");
+    Slot* s = slot(static_cast<uint32_t>(fd), true);
+    if (s == nullptr) {
+        return static_cast<uint32_t>(fd) >> kChunkBits >= kChunks
+                   ? Status::from_errno(ERANGE, "fd beyond the watch table")
+                   : Status::from_errno(ENOMEM, "growing the watch table");
     }
+    // Claim the slot: only its owner gets past this, so the fields below
+    // are written by one thread, and the monitor ignores a kClaimed slot.
+    uint64_t w = s->word.load(std::memory_order_acquire);
+    uint64_t claimed;
+    do {
+        if (state_of(w) != kUnused && state_of(w) != kParked)
+            return Status::from_errno(EBUSY, "the socket is already watched");
+        claimed = with_state(w, kClaimed);
+    } while (!s->word.compare_exchange_weak(w, claimed, std::memory_order_acquire));
+    s->token.store(token, std::memory_order_relaxed);
+    s->fn.store(fn, std::memory_order_relaxed);
+    s->arg.store(arg, std::memory_order_relaxed);
+    return take_over_or_arm(fd, flags, state_of(w) == kParked, s, claimed, id);
+}
+
+// The slot is kClaimed by the caller. Publishes kArmed (release: the fields
+// are visible to the monitor once it sees the state).
+Status Monitor::take_over_or_arm(int fd, unsigned flags, bool parked, Slot* s, uint64_t claimed,
+                                 WatchId* id) {
+    const uint64_t rdhup = (flags & kIgnoreHalfClose) ? 0 : kRdhup;
+    const uint32_t epoch = next_epoch(epoch_of(claimed));
+    *id = make_key(static_cast<uint32_t>(fd), epoch);
+    live_.fetch_add(1, std::memory_order_relaxed);
+    // The same connection's next request, and its registration never
+    // fired: still armed in the kernel for exactly this socket. If the
+    // monitor sees it fire meanwhile (it clears kInKernel), this fails and
+    // the registration is re-armed below.
+    if ((flags & kSameSocket) && parked && (claimed & kInKernel) && (claimed & kRdhup) == rdhup) {
+        uint64_t expected = claimed;
+        if (s->word.compare_exchange_strong(
+                expected, make_word(kArmed, kInKernel | rdhup, kgen_of(claimed), epoch),
+                std::memory_order_release, std::memory_order_acquire))
+            return Status::ok();
+        claimed = expected;  // still kClaimed, only kInKernel cleared
+    }
+    // A new kernel generation, published before the kernel can report an
+    // event with it: an event of the old one is dropped from now on (it
+    // fired for a registration this watch re-arms or replaces).
+    const uint32_t kgen = next_kgen(kgen_of(claimed));
+    s->word.store(make_word(kArmed, kInKernel | rdhup, kgen, epoch), std::memory_order_release);
+    struct epoll_event ev = {};
+    ev.events = EPOLLONESHOT | (rdhup ? uint32_t{EPOLLRDHUP} : 0u);
+    ev.data.u64 = make_key(static_cast<uint32_t>(fd), kgen);
+    Status st = arm(fd, parked, flags, &ev);
+    if (!st.is_ok()) {
+        // Nothing in the kernel carries `kgen`, so the monitor cannot have
+        // moved the slot on: park it, unarmed.
+        s->word.store(make_word(kParked, 0, kgen, epoch), std::memory_order_release);
+        live_.fetch_sub(1, std::memory_order_relaxed);
+        *id = 0;
+    }
+    return st;
 }
 
 // No syscall: the registration stays in the epoll set, parked, so that the
@@ -179,51 +254,76 @@ Status Monitor::watch(int fd, unsigned flags, Token* token, AbortFn fn, void* ar
 // MOD if it fired meanwhile. When the socket is closed, the kernel removes
 // the registration itself.
 void Monitor::unwatch(WatchId id) noexcept {
-    const uint32_t idx = key_slot(id);
-    std::unique_lock<std::mutex> lock(mu_);
-    auto ours = [&] {
-        const Slot& s = slots_[idx];
-        return s.epoch == key_gen(id) && s.state != SlotState::kParked &&
-               s.state != SlotState::kUnused;
-    };
-    if (idx >= slots_.size() || !ours())
+    Slot* s = slot(key_slot(id));
+    if (s == nullptr)
         return;
-    // The callback for this watch may be running right now: wait it out.
-    fired_.wait(lock, [&] { return slots_[idx].state != SlotState::kFiring; });
-    if (!ours())
-        return;
-    Slot& s = slots_[idx];
-    s.state = SlotState::kParked;
-    s.token = nullptr;
-    s.fn = nullptr;
-    s.arg = nullptr;
-    --live_;
+    uint64_t w = s->word.load(std::memory_order_acquire);
+    for (;;) {
+        if (epoch_of(w) != key_gen(id))
+            return;  // an older watch's id
+        const uint64_t st = state_of(w);
+        if (st != kArmed && st != kFiring && st != kFired)
+            return;  // already removed
+        if (st == kFiring) {
+            wait_fired(s, w);  // the callback may be running: wait it out
+            w = s->word.load(std::memory_order_acquire);
+            continue;
+        }
+        if (s->word.compare_exchange_weak(w, with_state(w, kParked), std::memory_order_acq_rel)) {
+            live_.fetch_sub(1, std::memory_order_relaxed);
+            return;
+        }
+    }
 }
 
-size_t Monitor::watch_count() const {
-    std::lock_guard<std::mutex> lock(mu_);
-    return live_;
+// Sleeps until the monitor bumps fired_seq_ after `firing` left kFiring.
+// The sequence is read before the state is re-checked, so a bump between
+// the two makes the futex wait return at once.
+void Monitor::wait_fired(Slot* s, uint64_t firing) noexcept {
+    fired_waiters_.fetch_add(1, std::memory_order_seq_cst);
+    for (;;) {
+        const uint32_t seq = fired_seq_.load(std::memory_order_seq_cst);
+        if (s->word.load(std::memory_order_seq_cst) != firing)
+            break;
+        futex_wait_until(&fired_seq_, seq, INT64_MAX / 2);
+    }
+    fired_waiters_.fetch_sub(1, std::memory_order_seq_cst);
 }
 
-// Phase one of a batch, under the lock: the events whose watch is still
-// armed pin their slot (kFiring: unwatch() waits, so fd, token and arg stay
-// valid) and are copied out.
-int Monitor::select_fired(const struct epoll_event* events, int n, Firing* out) {
+size_t Monitor::watch_count() const noexcept {
+    return live_.load(std::memory_order_relaxed);
+}
+
+// Phase one of a batch: the events whose watch is still armed pin their
+// slot (kFiring: unwatch() waits, so fd, token and arg stay valid) and are
+// copied out. Every event of a slot's current generation clears kInKernel:
+// the one-shot registration is disabled in the kernel.
+int Monitor::select_fired(const struct epoll_event* events, int n, Firing* out) noexcept {
     int nf = 0;
-    std::lock_guard<std::mutex> lock(mu_);
     for (int i = 0; i < n; ++i) {
         const uint64_t key = events[i].data.u64;
-        const uint32_t idx = key_slot(key);
-        if (key == kWakeKey || idx >= slots_.size())
+        Slot* s = key == kWakeKey ? nullptr : slot(key_slot(key));
+        if (s == nullptr)
             continue;
-        Slot& s = slots_[idx];
-        if (s.kgen != key_gen(key))
-            continue;  // a registration this slot no longer uses
-        s.events = 0;  // one-shot: the kernel has disabled it
-        if (s.state != SlotState::kArmed)
-            continue;  // parked: no watch wants it
-        s.state = SlotState::kFiring;
-        out[nf++] = Firing{idx, events[i].events, s.token, s.fn, s.arg, false};
+        uint64_t w = s->word.load(std::memory_order_acquire);
+        for (;;) {
+            if (kgen_of(w) != key_gen(key) || !(w & kInKernel))
+                break;  // a registration this slot no longer uses
+            const bool fire = state_of(w) == kArmed;
+            const uint64_t next = (fire ? with_state(w, kFiring) : w) & ~kInKernel;
+            if (!s->word.compare_exchange_weak(w, next, std::memory_order_acq_rel))
+                continue;
+            if (fire) {
+                out[nf++] = Firing{s,
+                                   key_slot(key),
+                                   events[i].events,
+                                   s->token.load(std::memory_order_relaxed),
+                                   s->fn.load(std::memory_order_relaxed),
+                                   s->arg.load(std::memory_order_relaxed),
+                                   false};
+            }
+            break;
+        }
     }
     return nf;
 }
@@ -237,7 +337,7 @@ void Monitor::dispatch(const struct epoll_event* events, int n, int64_t woke_ns)
     const int nf = select_fired(events, n, fired);
     for (int i = 0; i < nf; ++i) {
         Firing& f = fired[i];
-        const int fd = static_cast<int>(f.idx);
+        const int fd = static_cast<int>(f.fd);
         const Reason reason = classify_socket_event(f.events, fd);
         const int64_t now = mono_ns();
         f.first = f.token->claim(reason, now);
@@ -251,12 +351,19 @@ void Monitor::dispatch(const struct epoll_event* events, int n, int64_t woke_ns)
     for (int i = 0; i < nf; ++i) {
         if (fired[i].first)
             fired[i].token->notify();
-        {
-            std::lock_guard<std::mutex> lock(mu_);
-            slots_[fired[i].idx].state = SlotState::kFired;
-        }
-        fired_.notify_all();
+        finish_firing(fired[i].slot);
     }
+}
+
+// kFiring -> kFired; wakes an unwatch() waiting for it. Only the monitor
+// changes a kFiring word, so one exchange of the state suffices.
+void Monitor::finish_firing(Slot* s) noexcept {
+    uint64_t w = s->word.load(std::memory_order_relaxed);
+    while (!s->word.compare_exchange_weak(w, with_state(w, kFired), std::memory_order_seq_cst)) {
+    }
+    fired_seq_.fetch_add(1, std::memory_order_seq_cst);
+    if (fired_waiters_.load(std::memory_order_seq_cst) != 0)
+        futex_wake_all(&fired_seq_);
 }
 
 // epoll_wait's timeout for the next timer: rounded up to whole ms, so a
@@ -278,6 +385,7 @@ void Monitor::wake() noexcept {
 }
 
 void Monitor::run() noexcept {
+    tid_.store(static_cast<pid_t>(syscall(SYS_gettid)), std::memory_order_release);
     struct epoll_event events[kBatch];
     while (!stopping_.load(std::memory_order_acquire)) {
         const int n = epoll_wait(epfd_, events, kBatch, wait_ms());
@@ -332,6 +440,19 @@ void Monitor::post(uint32_t bits) noexcept {
 
 void Monitor::retire() noexcept {
     retired_.store(true, std::memory_order_release);
+}
+
+Status Monitor::set_nice(int nice) noexcept {
+    // The thread records its id first thing; create() has just started it.
+    pid_t tid;
+    for (int i = 0; (tid = tid_.load(std::memory_order_acquire)) == 0; ++i) {
+        if (i == 1000)
+            return Status::from_errno(ESRCH, "the monitor thread did not start");
+        sleep_ns(1000000);
+    }
+    if (setpriority(PRIO_PROCESS, static_cast<id_t>(tid), nice) != 0)
+        return Status::from_errno(errno, "setpriority");
+    return Status::ok();
 }
 
 bool Monitor::on_monitor_thread() const noexcept {

@@ -11,7 +11,7 @@
 // monitor never touches that fd number again. The kernel reuses fd numbers
 // within microseconds; acting on a stale one would hit another connection.
 // Events carry a (slot, generation) id, never a pointer, and a stale id is
-// dropped under the lock. The monitor thread touches only its own slot table
+// dropped. The monitor thread touches only its own slot table
 // and the Token it was handed (which must outlive the watch); it makes no
 // epoll_ctl call of its own.
 //
@@ -37,13 +37,12 @@
 #ifndef ABORTGUARD_MONITOR_H
 #define ABORTGUARD_MONITOR_H
 
+#include <sys/types.h>
+
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <memory>
-#include <mutex>
 #include <thread>
-#include <vector>
 
 #include "reason.h"
 #include "status.h"
@@ -100,7 +99,7 @@ class Monitor {
     // and unwatch() still works.
     bool stop(int64_t bound_ns) noexcept;
 
-    size_t watch_count() const;
+    size_t watch_count() const noexcept;
 
     // Timers run on the monitor thread (see timer_queue.h for the thread
     // contract); they let the core act later without a thread of its own:
@@ -133,27 +132,46 @@ class Monitor {
     // Whether the caller is the monitor thread.
     bool on_monitor_thread() const noexcept;
 
-  private:
-    // Slots are indexed by fd number. kParked: unwatched, but the epoll
-    // registration is kept for the connection's next request.
-    enum class SlotState : uint8_t { kUnused, kParked, kArmed, kFiring, kFired };
-    struct Slot {
-        uint32_t kgen = 0;    // generation in the kernel registration's key
-        uint32_t epoch = 0;   // generation of the latest watch (its WatchId)
-        uint32_t events = 0;  // the registration's events while armed; 0 once it fired
-        SlotState state = SlotState::kUnused;
-        Token* token = nullptr;
-        AbortFn fn = nullptr;
-        void* arg = nullptr;
-    };
+    // Sets the monitor thread's nice value (setpriority on its thread id):
+    // a negative one lets it run before the request threads it wakes, so
+    // that detection keeps up when many clients leave at once. Raising the
+    // priority takes CAP_SYS_NICE or room in RLIMIT_NICE (EACCES/EPERM
+    // otherwise). By the owner, any time after create().
+    Status set_nice(int nice) noexcept;
 
-    Monitor(int epfd, int wakefd) noexcept : epfd_(epfd), wakefd_(wakefd) {}
+  private:
+    // Slots are indexed by fd number, in chunks that are allocated on first
+    // use and never move, so that no lock guards the table: the monitor
+    // thread must never wait for a request thread (one preempted while
+    // holding a lock would delay every abort behind it).
+    //
+    // A slot's state, its kernel registration's generation and its latest
+    // watch's epoch share one atomic word, changed only by compare-and-swap:
+    // the owner (watch/unwatch, one thread per open fd) and the monitor
+    // (events) never act on a state the other has moved on from.
+    //   kUnused -> kClaimed (the owner is setting a watch up) -> kArmed
+    //   kArmed -> kFiring (the monitor runs the abort) -> kFired
+    //   kArmed / kFired -> kParked (unwatch; the registration is kept for the
+    //   connection's next request); kParked -> kClaimed -> ...
+    enum SlotState : uint64_t { kUnused, kParked, kClaimed, kArmed, kFiring, kFired };
+    struct Slot {
+        // [epoch:32][kgen:24][flags:5][state:3]; see monitor.cc.
+        std::atomic<uint64_t> word{0};
+        // Written by the owner before it publishes kArmed (release), read
+        // by the monitor after it took kArmed -> kFiring (acquire).
+        std::atomic<Token*> token{nullptr};
+        std::atomic<AbortFn> fn{nullptr};
+        std::atomic<void*> arg{nullptr};
+    };
+    static constexpr unsigned kChunkBits = 10;
+    static constexpr size_t kChunks = 1024;  // fds below 1,048,576
 
     // Events taken from the kernel at once; the monitor's stack holds one
     // Firing per event.
     static constexpr int kBatch = 256;
     struct Firing {
-        uint32_t idx;     // the slot (fd)
+        Slot* slot;
+        uint32_t fd;
         uint32_t events;  // what epoll reported
         Token* token;
         AbortFn fn;
@@ -161,18 +179,28 @@ class Monitor {
         bool first;  // this event aborted the token
     };
 
+    Monitor(int epfd, int wakefd) noexcept : epfd_(epfd), wakefd_(wakefd) {}
+
     void run() noexcept;
     // `woke_ns`: when epoll_wait returned the batch.
     void dispatch(const struct epoll_event* events, int n, int64_t woke_ns) noexcept;
-    int select_fired(const struct epoll_event* events, int n, Firing* out);   // takes mu_
-    Status arm(int fd, bool parked, unsigned flags, struct epoll_event* ev);  // mu_ held
+    int select_fired(const struct epoll_event* events, int n, Firing* out) noexcept;
+    void finish_firing(Slot* s) noexcept;
+    // The slot of `fd`; nullptr if its chunk does not exist (or, with
+    // `create`, cannot be made) or the fd is beyond the table.
+    Slot* slot(uint32_t fd, bool create = false) noexcept;
+    Status take_over_or_arm(int fd, unsigned flags, bool parked, Slot* s, uint64_t claimed,
+                            WatchId* id);
+    Status arm(int fd, bool parked, unsigned flags, struct epoll_event* ev);
+    void wait_fired(Slot* s, uint64_t firing) noexcept;
     int wait_ms() const;
     void wake() noexcept;  // async-signal-safe
 
     const int epfd_;
     const int wakefd_;
     std::thread thread_;
-    bool joined_ = false;  // owner-only
+    std::atomic<pid_t> tid_{0};  // the monitor thread's, once it runs
+    bool joined_ = false;        // owner-only
     std::atomic<bool> stopping_{false};
     std::atomic<bool> exited_{false};
     std::atomic<bool> retired_{false};
@@ -181,10 +209,12 @@ class Monitor {
     std::atomic<PostFn> post_fn_{nullptr};
     std::atomic<bool> in_post_{false};
 
-    mutable std::mutex mu_;
-    std::condition_variable fired_;  // a slot left kFiring
-    std::vector<Slot> slots_;        // guarded by mu_
-    size_t live_ = 0;                // guarded by mu_
+    std::atomic<Slot*> chunks_[kChunks] = {};
+    std::atomic<size_t> live_{0};
+    // unwatch() waiting out a callback sleeps on fired_seq_, which the
+    // monitor bumps each time a slot leaves kFiring.
+    std::atomic<uint32_t> fired_seq_{0};
+    std::atomic<uint32_t> fired_waiters_{0};
 
     TimerQueue timers_;
 };

@@ -1,41 +1,23 @@
 #include "token.h"
 
 #include <errno.h>
-#include <linux/futex.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
-#include <climits>
 #include <exception>
 #include <memory>
 #include <new>
 
 #include "clock.h"
+#include "futex.h"
 #include "log.h"
 
 namespace abortguard {
 
 namespace {
 
-// FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so a
-// retried wait never stretches the caller's timeout.
-long futex_wait_until(std::atomic<uint32_t>* word, uint32_t expected, int64_t deadline_ns) {
-    const struct timespec abs = to_timespec(deadline_ns);
-    return syscall(SYS_futex, reinterpret_cast<uint32_t*>(word),
-                   FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, &abs, nullptr,
-                   FUTEX_BITSET_MATCH_ANY);
-}
-
-void futex_wake_all(std::atomic<uint32_t>* word) {
-    syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE | FUTEX_PRIVATE_FLAG, INT_MAX,
-            nullptr, nullptr, 0);
-}
-
 std::atomic<Token::OwnerHook> g_owner_hook{nullptr};
 
 }  // namespace
-
-static_assert(sizeof(std::atomic<uint32_t>) == sizeof(uint32_t), "futex word must be 32 bits");
 
 bool Token::abort(Reason reason, int64_t at_ns) noexcept {
     if (!claim(reason, at_ns))

@@ -14,6 +14,7 @@ APLOG_USE_MODULE(abortguard);
 #define AG_DEFAULT_CLEANUP_WARN_NS APR_INT64_C(1000000000)
 #define AG_DEFAULT_GRACE_NS APR_INT64_C(30000000000)
 #define AG_DEFAULT_EXIT_TIMEOUT_NS APR_INT64_C(5000000000)
+#define AG_DEFAULT_MONITOR_NICE (-20)
 
 /* The value of `field` for `conf`, or `dflt` where no scope set it. */
 #define AG_GET(conf, field, dflt) ((conf)->field == AG_UNSET ? (dflt) : (conf)->field)
@@ -38,6 +39,7 @@ void* ag_dir_config_create(apr_pool_t* p, char* dir) {
     conf->grace_ns = AG_UNSET;
     conf->grace_action = AG_UNSET;
     conf->exit_timeout_ns = AG_UNSET;
+    conf->monitor_boost = AG_UNSET;
     return conf;
 }
 
@@ -59,6 +61,7 @@ void* ag_dir_config_merge(apr_pool_t* p, void* basev, void* addv) {
     AG_MERGE(merged, base, add, grace_ns);
     AG_MERGE(merged, base, add, grace_action);
     AG_MERGE(merged, base, add, exit_timeout_ns);
+    AG_MERGE(merged, base, add, monitor_boost);
     return merged;
 }
 
@@ -126,6 +129,10 @@ int ag_config_grace_terminates(const ag_dir_config* conf) {
 
 apr_int64_t ag_config_exit_timeout_ns(const ag_dir_config* conf) {
     return AG_GET(conf, exit_timeout_ns, AG_DEFAULT_EXIT_TIMEOUT_NS);
+}
+
+int ag_config_monitor_nice(const ag_dir_config* conf) {
+    return -AG_GET(conf, monitor_boost, -AG_DEFAULT_MONITOR_NICE);
 }
 
 static const char* set_half_close(cmd_parms* cmd, void* dirconf, const char* arg) {
@@ -247,6 +254,24 @@ static const char* set_grace_action(cmd_parms* cmd, void* dirconf, const char* a
     return NULL;
 }
 
+/* Stored negated: AG_UNSET (-1) is a valid nice value. */
+static const char* set_monitor_nice(cmd_parms* cmd, void* dirconf, const char* arg) {
+    ag_dir_config* conf = dirconf;
+    const char* err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
+    char* end;
+    long v;
+    if (err != NULL) {
+        return err;
+    }
+    v = strtol(arg, &end, 10);
+    if (*arg == '\0' || *end != '\0' || v < -20 || v > 0) {
+        return "AbortGuardMonitorNice takes a nice value from -20 (highest priority) to 0 "
+               "(as the request threads)";
+    }
+    conf->monitor_boost = (int)-v;
+    return NULL;
+}
+
 /* httpd itself rejects a FLAG value other than On/Off with
  * "<Directive> must be On or Off". */
 #define AG_SCOPES (RSRC_CONF | ACCESS_CONF | OR_FILEINFO)
@@ -289,4 +314,7 @@ const command_rec ag_directives[] = {
                   (void*)APR_OFFSETOF(ag_dir_config, exit_timeout_ns), RSRC_CONF,
                   "how long an exiting child may take before it logs what it waits for and exits "
                   "(default 5s; off: no bound)"),
+    AP_INIT_TAKE1("AbortGuardMonitorNice", set_monitor_nice, NULL, RSRC_CONF,
+                  "the monitor thread's nice value, -20 (default) to 0: it runs before the "
+                  "request threads it wakes"),
     {NULL}};

@@ -31,6 +31,7 @@ typedef struct {
     apr_int64_t grace_ns;        /* AbortGuardGracePeriod, 0: off; or AG_UNSET */
     int grace_action;            /* AbortGuardGraceAction: ag_grace_action_e or AG_UNSET */
     apr_int64_t exit_timeout_ns; /* AbortGuardExitTimeout, 0: off; or AG_UNSET */
+    int monitor_boost;           /* -AbortGuardMonitorNice (0..20), or AG_UNSET */
 } ag_dir_config;
 
 extern const command_rec ag_directives[];
@@ -58,11 +59,13 @@ int ag_config_keepalive(const ag_dir_config* conf, int* idle_s, int* interval_s,
 int ag_config_stop_aborts(const ag_dir_config* conf);
 
 /* The main server's configuration, where the process-wide directives
- * (AbortGuardGracePeriod, AbortGuardGraceAction, AbortGuardExitTimeout)
- * live; never NULL. */
+ * (AbortGuardGracePeriod, AbortGuardGraceAction, AbortGuardExitTimeout,
+ * AbortGuardMonitorNice) live; never NULL. */
 const ag_dir_config* ag_config_for_server(const server_rec* s);
 apr_int64_t ag_config_grace_ns(const ag_dir_config* conf);
 int ag_config_grace_terminates(const ag_dir_config* conf);
 apr_int64_t ag_config_exit_timeout_ns(const ag_dir_config* conf);
+/* AbortGuardMonitorNice: the monitor thread's nice value, -20..0. */
+int ag_config_monitor_nice(const ag_dir_config* conf);
 
 #endif /* AG_CONFIG_H */

@@ -7,6 +7,7 @@
 #include "http_log.h"
 #include "http_protocol.h"
 #include "http_request.h"
+#include "mpm_common.h"
 
 #include "ag_api.h"
 #include "ag_config.h"
@@ -62,26 +63,66 @@ static apr_status_t stop_monitor(void* data) {
     return APR_SUCCESS;
 }
 
-/* Signals are blocked while child_init runs, and the core blocks them all
- * on its thread anyway. */
-static void child_init(apr_pool_t* pchild, server_rec* s) {
-    ag_monitor* monitor = NULL;
+/* Set in the child's start-up, before any request thread exists. */
+static ag_monitor* child_monitor;
+
+/* AbortGuardMonitorNice. When many clients leave at once the monitor wakes
+ * their handlers, and on a busy machine those threads would keep it off the
+ * CPU while later aborts wait to be detected; a negative nice value lets it
+ * run first (it does little per event, so it cannot starve them in turn). */
+static void set_monitor_priority(server_rec* s) {
+    int nice = ag_config_monitor_nice(ag_config_for_server(s));
+    int rv = nice < 0 ? ag_monitor_set_nice(child_monitor, nice) : 0;
+    if (rv != 0) {
+        ap_log_error(APLOG_MARK, APLOG_INFO, rv, s,
+                     "AG0008: the monitor thread keeps the request threads' priority "
+                     "(AbortGuardMonitorNice %d needs httpd started as root, or CAP_SYS_NICE)",
+                     nice);
+    } else if (nice < 0) {
+        ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "AG0010: monitor thread at nice %d", nice);
+    }
+}
+
+/* The core blocks every signal on its thread. */
+static void start_monitor(server_rec* s) {
     char err[256];
     int rv;
-
+    if (child_monitor != NULL) {
+        return;
+    }
     log_server = s;
     ag_log_set_sink(log_sink, NULL, core_log_level(s));
-    rv = ag_monitor_start(&monitor, err, sizeof(err));
+    rv = ag_monitor_start(&child_monitor, err, sizeof(err));
     if (rv != 0) {
+        child_monitor = NULL;
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
                      "AG0001: cannot start the abort monitor (%s); client aborts will only "
                      "be seen on failed writes",
                      err);
         return;
     }
-    ag_request_set_monitor(monitor);
-    apr_pool_cleanup_register(pchild, monitor, stop_monitor, apr_pool_cleanup_null);
-    ag_lifecycle_child_init(pchild, s, monitor);
+    set_monitor_priority(s);
+}
+
+/* Raising a thread's priority takes CAP_SYS_NICE, which a child has only
+ * until mod_unixd's drop_privileges hook switches it to User. This one runs
+ * first, so the monitor thread starts (and gets its priority) as root; the
+ * switch then applies to it as to every thread, and its nice value stays. */
+static int start_monitor_as_root(apr_pool_t* pchild, server_rec* s) {
+    (void)pchild;
+    start_monitor(s);
+    return DECLINED;
+}
+
+/* Signals are blocked while child_init runs. */
+static void child_init(apr_pool_t* pchild, server_rec* s) {
+    start_monitor(s); /* if drop_privileges did not run */
+    if (child_monitor == NULL) {
+        return;
+    }
+    ag_request_set_monitor(child_monitor);
+    apr_pool_cleanup_register(pchild, child_monitor, stop_monitor, apr_pool_cleanup_null);
+    ag_lifecycle_child_init(pchild, s, child_monitor);
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "AG0002: abort monitor started");
 }
 
@@ -91,6 +132,8 @@ static void register_hooks(apr_pool_t* p) {
     ag_status_register_hooks(p);
     ag_proxy_register_hooks(p);
     ag_lifecycle_register_hooks(p);
+    /* Before mod_unixd's (APR_HOOK_MIDDLE) gives up root. */
+    ap_hook_drop_privileges(start_monitor_as_root, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
     /* Last, so that redirects made by other fixups (mod_dir) are settled. */
     ap_hook_fixups(ag_request_fixups, NULL, NULL, APR_HOOK_REALLY_LAST);

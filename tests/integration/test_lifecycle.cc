@@ -23,6 +23,7 @@
 #include <thread>
 
 #include "harness.h"
+#include "procfs.h"
 
 namespace agtest {
 namespace {
@@ -31,21 +32,6 @@ constexpr Millis kIo(5000);
 constexpr Millis kLogWait(10000);
 
 // ----------------------------------------------------------------- processes
-
-// 'R', 'S', 'Z', ...; 0 when the process does not exist.
-char process_state(pid_t pid) {
-    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-    std::string line;
-    if (!std::getline(stat, line))
-        return 0;
-    const auto paren = line.rfind(')');
-    return paren == std::string::npos || paren + 2 >= line.size() ? 0 : line[paren + 2];
-}
-
-bool process_gone(pid_t pid) {
-    const char s = process_state(pid);
-    return s == 0 || s == 'Z' || s == 'X';
-}
 
 // Waits (bounded) until `pid` has exited; the monotonic time it was seen gone.
 std::optional<int64_t> wait_gone(pid_t pid, Millis timeout) {
@@ -59,57 +45,11 @@ std::optional<int64_t> wait_gone(pid_t pid, Millis timeout) {
     }
 }
 
-std::vector<pid_t> children_of(pid_t parent) {
-    std::vector<pid_t> out;
-    DIR* d = opendir("/proc");
-    if (d == nullptr)
-        return out;
-    while (dirent* e = readdir(d)) {
-        const pid_t pid = atoi(e->d_name);
-        if (pid <= 0)
-            continue;
-        std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-        std::string line;
-        if (!std::getline(stat, line))
-            continue;
-        const auto paren = line.rfind(')');
-        if (paren == std::string::npos)
-            continue;
-        std::istringstream rest(line.substr(paren + 2));
-        char state;
-        pid_t ppid = 0;
-        rest >> state >> ppid;
-        if (ppid == parent && state != 'Z')
-            out.push_back(pid);
-    }
-    closedir(d);
-    return out;
-}
-
-// Threads of `pid` named `name` (/proc/PID/task/*/comm).
-int threads_named(pid_t pid, const std::string& name) {
-    int n = 0;
-    const std::string dir = "/proc/" + std::to_string(pid) + "/task";
-    DIR* d = opendir(dir.c_str());
-    if (d == nullptr)
-        return 0;
-    while (dirent* e = readdir(d)) {
-        if (e->d_name[0] == '.')
-            continue;
-        std::ifstream comm(dir + "/" + e->d_name + "/comm");
-        std::string c;
-        if (std::getline(comm, c) && c == name)
-            ++n;
-    }
-    closedir(d);
-    return n;
-}
-
 // The number of ag-monitor threads of child `pid` once it has one or more
 // (or 1 if it exited first: it cannot be checked, nor can it leak).
 int monitor_threads_once_started(pid_t pid, Millis timeout) {
     for (Deadline deadline(timeout);;) {
-        const int n = threads_named(pid, "ag-monitor");
+        const int n = static_cast<int>(threads_named(pid, "ag-monitor").size());
         if (n > 0 || deadline.expired())
             return n;
         if (process_gone(pid))
@@ -708,7 +648,7 @@ TEST_P(LifecycleTest, SoakGracefulRestartsUnderLoad) {
     // not have reached it yet, so each is awaited, with a deadline.
     for (pid_t p : children_of(parent))
         EXPECT_EQ(monitor_threads_once_started(p, kLogWait), 1) << "child " << p;
-    EXPECT_EQ(threads_named(parent, "ag-monitor"), 0) << "the parent runs a monitor thread";
+    EXPECT_TRUE(threads_named(parent, "ag-monitor").empty()) << "the parent runs a monitor thread";
     const FdCount parent_after = count_fds(parent);
     EXPECT_EQ(parent_after.others, parent_fds.others) << "the parent leaked descriptors";
     EXPECT_EQ(parent_after.sockets, parent_fds.sockets) << "the parent leaked sockets";

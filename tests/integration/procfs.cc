@@ -1,0 +1,98 @@
+#include "procfs.h"
+
+#include <dirent.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+namespace agtest {
+
+namespace {
+
+// The fields of /proc/.../stat after "(comm)", which may hold spaces.
+std::vector<std::string> stat_fields(const std::string& path) {
+    std::ifstream stat(path);
+    std::string line;
+    std::vector<std::string> out;
+    if (!std::getline(stat, line))
+        return out;
+    const auto paren = line.rfind(')');
+    if (paren == std::string::npos)
+        return out;
+    std::istringstream rest(line.substr(paren + 1));
+    for (std::string f; rest >> f;)
+        out.push_back(f);
+    return out;
+}
+
+template <typename Fn>
+void for_each_entry(const std::string& dir, Fn fn) {
+    DIR* d = opendir(dir.c_str());
+    if (d == nullptr)
+        return;
+    while (dirent* e = readdir(d)) {
+        if (e->d_name[0] != '.')
+            fn(std::string(e->d_name));
+    }
+    closedir(d);
+}
+
+}  // namespace
+
+char process_state(pid_t pid) {
+    const auto f = stat_fields("/proc/" + std::to_string(pid) + "/stat");
+    return f.empty() || f[0].empty() ? 0 : f[0][0];
+}
+
+bool process_gone(pid_t pid) {
+    const char s = process_state(pid);
+    return s == 0 || s == 'Z' || s == 'X';
+}
+
+std::vector<pid_t> children_of(pid_t parent) {
+    std::vector<pid_t> out;
+    for_each_entry("/proc", [&](const std::string& name) {
+        const pid_t pid = atoi(name.c_str());
+        if (pid <= 0)
+            return;
+        const auto f = stat_fields("/proc/" + name + "/stat");  // state, ppid, ...
+        if (f.size() > 1 && f[0] != "Z" && atoi(f[1].c_str()) == parent)
+            out.push_back(pid);
+    });
+    return out;
+}
+
+std::vector<pid_t> threads_named(pid_t pid, const std::string& name) {
+    std::vector<pid_t> out;
+    const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+    for_each_entry(dir, [&](const std::string& tid) {
+        std::ifstream comm(dir + "/" + tid + "/comm");
+        std::string c;
+        if (std::getline(comm, c) && (name.empty() || c == name))
+            out.push_back(atoi(tid.c_str()));
+    });
+    return out;
+}
+
+ThreadInfo thread_info(pid_t pid, pid_t tid) {
+    ThreadInfo info;
+    const std::string dir = "/proc/" + std::to_string(pid) + "/task/" + std::to_string(tid);
+    const auto f = stat_fields(dir + "/stat");
+    // stat(5): nice is field 19; f[0] is field 3 (state).
+    if (f.size() < 17)
+        return info;
+    info.nice = atoi(f[16].c_str());
+    std::ifstream status(dir + "/status");
+    for (std::string l; std::getline(status, l);) {
+        if (l.rfind("Uid:", 0) == 0) {
+            std::istringstream in(l.substr(4));
+            uid_t real = 0;
+            in >> real >> info.uid;
+            info.found = true;
+        }
+    }
+    return info;
+}
+
+}  // namespace agtest

@@ -1,0 +1,33 @@
+// What /proc says about httpd's processes and threads: the lifecycle tests
+// follow children across restarts, the priority test reads the monitor
+// thread's nice value and user.
+#ifndef AGTEST_PROCFS_H
+#define AGTEST_PROCFS_H
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+namespace agtest {
+
+// 'R', 'S', 'Z', ...; 0 when the process does not exist.
+char process_state(pid_t pid);
+// Exited: absent, a zombie or dead.
+bool process_gone(pid_t pid);
+// The live (non-zombie) children of `parent`.
+std::vector<pid_t> children_of(pid_t parent);
+// Thread ids of `pid` whose name (/proc/PID/task/*/comm) is `name`; every
+// thread's with an empty `name`.
+std::vector<pid_t> threads_named(pid_t pid, const std::string& name);
+
+struct ThreadInfo {
+    bool found = false;
+    int nice = 0;
+    uid_t uid = 0;  // effective
+};
+ThreadInfo thread_info(pid_t pid, pid_t tid);
+
+}  // namespace agtest
+
+#endif  // AGTEST_PROCFS_H
