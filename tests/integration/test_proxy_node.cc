@@ -1,0 +1,204 @@
+// Proxy propagation to a backend that knows nothing of httpd: a Node.js
+// server (tests/integration/backends/node_backend.js) that learns its client
+// left the way Node apps do, by the response's 'close' event. A client that
+// leaves a request httpd proxies there fires that event within milliseconds,
+// whether node has not answered yet or is streaming; with AbortGuardProxy
+// Off (the contrast) node runs to its end and answers nobody.
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include "harness.h"
+
+namespace agtest {
+namespace {
+
+constexpr int64_t kMaxPropagationUs = 500000;  // loose: the figures are printed
+constexpr Millis kIo(5000);
+constexpr Millis kLogWait(10000);
+
+std::string sys_module(const std::string& name) {
+    return "<IfModule !" + name + "_module>\n  LoadModule " + name + "_module " +
+           AG_SYS_MODULES_DIR + "/mod_" + name + ".so\n</IfModule>\n";
+}
+
+// The node process: started once for the whole suite, on a port it picks.
+class NodeBackend {
+  public:
+    NodeBackend() {
+        const std::string dir = std::string(AG_TEST_WORKDIR) + "/node-backend";
+        ::mkdir(dir.c_str(), 0755);
+        port_file_ = dir + "/port";
+        events_ = dir + "/events.log";
+        ::unlink(port_file_.c_str());
+        std::ofstream(events_, std::ios::trunc).close();
+        const std::string script =
+            std::string(AG_SRCDIR) + "/tests/integration/backends/node_backend.js";
+        pid_ = ::fork();
+        if (pid_ == 0) {
+            ::execlp("node", "node", script.c_str(), port_file_.c_str(), events_.c_str(),
+                     static_cast<char*>(nullptr));
+            std::perror("exec node (scripts/deps installs nodejs)");
+            ::_exit(127);
+        }
+        for (Deadline d(kLogWait); pid_ > 0 && !d.expired() && port_ == 0;) {
+            std::ifstream in(port_file_);
+            if (!(in >> port_))
+                std::this_thread::sleep_for(Millis(5));  // polling for readiness
+        }
+    }
+    ~NodeBackend() {
+        if (pid_ <= 0)
+            return;
+        ::kill(pid_, SIGTERM);
+        int status = 0;
+        for (Deadline d(kIo); ::waitpid(pid_, &status, WNOHANG) == 0;) {
+            if (d.expired()) {
+                ::kill(pid_, SIGKILL);
+                ::waitpid(pid_, &status, 0);
+                break;
+            }
+            std::this_thread::sleep_for(Millis(5));  // polling for its exit
+        }
+    }
+    NodeBackend(const NodeBackend&) = delete;
+    NodeBackend& operator=(const NodeBackend&) = delete;
+
+    int port() const { return port_; }
+    const std::string& events() const { return events_; }
+
+  private:
+    pid_t pid_ = -1;
+    int port_ = 0;
+    std::string port_file_, events_;
+};
+
+std::unique_ptr<NodeBackend>& node_holder() {
+    static std::unique_ptr<NodeBackend> node;
+    return node;
+}
+
+NodeBackend& node() {
+    if (!node_holder())
+        node_holder() = std::make_unique<NodeBackend>();
+    return *node_holder();
+}
+
+HttpdPool& node_front_pool() {
+    static HttpdPool pool([](const std::string& mpm) {
+        const std::string b = "http://127.0.0.1:" + std::to_string(node().port());
+        HttpdOptions o;
+        o.name = "proxy-node-" + mpm;
+        o.mpm = mpm;
+        o.extra_config = sys_module("proxy") + sys_module("proxy_http") + "ProxyPass /node/ " + b +
+                         "/\n" + "ProxyPass /node-off/ " + b + "/\n" +
+                         "<Location /node-off/>\n  AbortGuardProxy Off\n</Location>\n";
+        return o;
+    });
+    return pool;
+}
+
+class ProxyNode : public HttpdTest {
+  protected:
+    HttpdPool& pool() override { return node_front_pool(); }
+
+    static void TearDownTestSuite() {
+        node_front_pool().stop_all();
+        node_holder().reset();
+    }
+
+    void SetUp() override {
+        ASSERT_NE(node().port(), 0) << "node did not start (is nodejs installed?)";
+        events_.start(node().events());
+        HttpdTest::SetUp();
+    }
+
+    // When node noted `what` for `tag` ("start" or "close"), waiting for it
+    // up to `timeout`.
+    std::optional<int64_t> await_event(const std::string& what, const std::string& tag,
+                                       Millis timeout) {
+        for (Deadline d(timeout);; std::this_thread::sleep_for(Millis(1))) {
+            if (auto us = seen(what, tag))
+                return us;
+            if (d.expired())
+                return std::nullopt;
+        }
+    }
+
+    // Whether node has noted `what` for `tag` so far.
+    std::optional<int64_t> seen(const std::string& what, const std::string& tag) {
+        for (const auto& line : events_.new_lines()) {
+            std::istringstream in(line);
+            std::string w, t;
+            int64_t us = 0;
+            if (in >> w >> t >> us)
+                noted_[w + " " + t] = us;
+        }
+        auto it = noted_.find(what + " " + tag);
+        return it == noted_.end() ? std::nullopt : std::optional<int64_t>(it->second);
+    }
+
+    void expect_node_told(const std::string& tag, int64_t close_us, const char* phase) {
+        auto closed = await_event("close", tag, kLogWait);
+        ASSERT_TRUE(closed) << "node's response 'close' did not fire";
+        const int64_t latency = *closed - close_us;
+        EXPECT_GE(latency, 0);
+        EXPECT_LT(latency, kMaxPropagationUs);
+        std::printf("node_propagation_us mpm=%s phase=%s value=%lld\n", mpm().c_str(), phase,
+                    static_cast<long long>(latency));
+        std::fflush(stdout);
+        AccessLine front = access().wait_for("t=" + tag, kLogWait).value_or(AccessLine{});
+        EXPECT_EQ(front.aborted, "1") << front.raw;
+        EXPECT_EQ(front.reason, "fin") << front.raw;
+    }
+
+    LogCursor events_;
+    std::map<std::string, int64_t> noted_;
+};
+
+// Node has not answered yet: mod_proxy waits for the status line.
+TEST_P(ProxyNode, NodeToldBeforeItAnswers) {
+    const std::string tag = make_tag();
+    RawClient c = connect();
+    ASSERT_TRUE(c.send(http_get("/node/slow?ms=5000&t=" + tag)));
+    ASSERT_TRUE(await_event("start", tag, kIo)) << "the request did not reach node";
+    c.close_fin();
+    expect_node_told(tag, c.close_us(), "status-line");
+}
+
+// Node is streaming its answer.
+TEST_P(ProxyNode, NodeToldWhileStreaming) {
+    const std::string tag = make_tag();
+    RawClient c = connect();
+    ASSERT_TRUE(c.send(http_get("/node/slow?ms=5000&flush=1&t=" + tag)));
+    ASSERT_TRUE(c.read_until("started\n", kIo)) << c.received();
+    c.close_fin();
+    expect_node_told(tag, c.close_us(), "body");
+}
+
+// Contrast: with AbortGuardProxy Off, node is not told; it answers after its
+// full time, to nobody, and httpd's request lasts that long.
+TEST_P(ProxyNode, WithProxyOffNodeIsNotTold) {
+    const std::string tag = make_tag();
+    RawClient c = connect();
+    ASSERT_TRUE(c.send(http_get("/node-off/slow?ms=1000&t=" + tag)));
+    ASSERT_TRUE(await_event("start", tag, kIo)) << "the request did not reach node";
+    c.close_fin();
+    auto front = access().wait_for("t=" + tag, kLogWait);
+    ASSERT_TRUE(front) << "the front request did not end";
+    EXPECT_GE(front->duration_us, 1000000) << front->raw;
+    EXPECT_FALSE(seen("close", tag)) << "node was told";
+}
+
+INSTANTIATE_TEST_SUITE_P(Mpm, ProxyNode, testing::ValuesIn(all_mpms()), mpm_param_name);
+
+}  // namespace
+}  // namespace agtest
