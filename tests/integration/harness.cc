@@ -120,6 +120,11 @@ std::string unreachable_ancestor(const std::string& dir) {
 
 // ---------------------------------------------------------------- tags, lines
 
+std::string sys_module(const std::string& name) {
+    return "<IfModule !" + name + "_module>\n  LoadModule " + name + "_module " +
+           AG_SYS_MODULES_DIR + "/mod_" + name + ".so\n</IfModule>\n";
+}
+
 std::string make_tag() {
     static std::atomic<int> counter{0};
     // The trailing 'z' keeps "agt1z" from matching inside "agt12z".
@@ -315,7 +320,6 @@ Httpd::~Httpd() {
 
 std::string Httpd::config_text() const {
     const std::string run = run_dir_;
-    const std::string sys = AG_SYS_MODULES_DIR;
     const bool ag = options_.load_abortguard;
     // Directives of mod_abortguard, left out when testing stock httpd.
     auto agd = [ag](const std::string& d) { return ag ? "  " + d + "\n" : ""; };
@@ -328,11 +332,7 @@ std::string Httpd::config_text() const {
       << "Listen 127.0.0.1:" << port_ << "\n";
     if (options_.tls)
         c << "Listen 127.0.0.1:" << tls_port_ << "\n";
-    // A system module, unless the httpd binary has it built in.
-    auto load = [&sys](const std::string& name) {
-        return "<IfModule !" + name + "_module>\n  LoadModule " + name + "_module " + sys +
-               "/mod_" + name + ".so\n</IfModule>\n";
-    };
+    auto load = sys_module;
     c << load("mpm_" + options_.mpm) << load("authz_core") << load("log_config") << load("mime");
     if (options_.tls)
         c << load("socache_shmcb") << load("ssl");

@@ -28,6 +28,10 @@
 
 namespace agtest {
 
+// Config lines that load httpd's own module mod_NAME from the system's
+// module directory, unless the httpd binary has it built in.
+std::string sys_module(const std::string& name);
+
 // A token unique within this test run ("agt17z"); tests append "&t=<tag>" to
 // a URL to find exactly their own access-log line.
 std::string make_tag();

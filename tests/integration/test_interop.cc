@@ -75,11 +75,6 @@ sub handler {
 1;
 )PERL";
 
-std::string sys_module(const std::string& name) {
-    return "<IfModule !" + name + "_module>\n  LoadModule " + name + "_module " +
-           AG_SYS_MODULES_DIR + "/mod_" + name + ".so\n</IfModule>\n";
-}
-
 HttpdPool& interop_pool() {
     static HttpdPool pool([](const std::string& mpm) {
         HttpdOptions o;

@@ -29,11 +29,6 @@ constexpr int64_t kMaxPropagationUs = 500000;  // loose: the figures are printed
 constexpr Millis kIo(5000);
 constexpr Millis kLogWait(10000);
 
-std::string sys_module(const std::string& name) {
-    return "<IfModule !" + name + "_module>\n  LoadModule " + name + "_module " +
-           AG_SYS_MODULES_DIR + "/mod_" + name + ".so\n</IfModule>\n";
-}
-
 // ------------------------------------------------------------------ backend
 
 // One line of the backend's connection log: which TCP connection (the

@@ -25,11 +25,6 @@ constexpr int64_t kMaxPropagationUs = 500000;  // loose: the figures are printed
 constexpr Millis kIo(5000);
 constexpr Millis kLogWait(10000);
 
-std::string sys_module(const std::string& name) {
-    return "<IfModule !" + name + "_module>\n  LoadModule " + name + "_module " +
-           AG_SYS_MODULES_DIR + "/mod_" + name + ".so\n</IfModule>\n";
-}
-
 // The node process: started once for the whole suite, on a port it picks.
 class NodeBackend {
   public:
