@@ -22,6 +22,7 @@
 #include <sstream>
 #include <thread>
 
+#include "child_process.h"
 #include "harness.h"
 
 namespace agtest {
@@ -98,76 +99,6 @@ HttpdPool& interop_pool() {
     return pool;
 }
 
-// A child process with its stdin and stdout (plus stderr) on pipes.
-class Child {
-  public:
-    ~Child() {
-        if (pid_ > 0) {
-            ::kill(-pid_, SIGKILL);
-            ::waitpid(pid_, nullptr, 0);
-        }
-        if (in_ >= 0)
-            ::close(in_);
-        if (out_ >= 0)
-            ::close(out_);
-    }
-
-    bool start(const std::vector<std::string>& argv) {
-        int in[2], out[2];
-        if (::pipe2(in, O_CLOEXEC) != 0 || ::pipe2(out, O_CLOEXEC) != 0)
-            return false;
-        pid_ = ::fork();
-        if (pid_ == 0) {
-            ::setpgid(0, 0);
-            ::dup2(in[0], 0);
-            ::dup2(out[1], 1);
-            ::dup2(out[1], 2);
-            std::vector<char*> args;
-            for (const auto& a : argv)
-                args.push_back(const_cast<char*>(a.c_str()));
-            args.push_back(nullptr);
-            ::execvp(args[0], args.data());
-            _exit(127);
-        }
-        ::close(in[0]);
-        ::close(out[1]);
-        in_ = in[1];
-        out_ = out[0];
-        return pid_ > 0;
-    }
-
-    bool write(const std::string& s) {
-        return ::write(in_, s.data(), s.size()) == static_cast<ssize_t>(s.size());
-    }
-
-    void close_stdin() {
-        ::close(in_);
-        in_ = -1;
-    }
-
-    bool read_until(const std::string& needle, Millis timeout) {
-        Deadline deadline(timeout);
-        while (output_.find(needle) == std::string::npos) {
-            pollfd p{out_, POLLIN, 0};
-            if (::poll(&p, 1, deadline.remaining_ms()) <= 0)
-                return false;
-            char buf[4096];
-            ssize_t n = ::read(out_, buf, sizeof buf);
-            if (n <= 0)
-                return false;
-            output_.append(buf, static_cast<size_t>(n));
-        }
-        return true;
-    }
-
-    const std::string& output() const { return output_; }
-
-  private:
-    pid_t pid_ = -1;
-    int in_ = -1, out_ = -1;
-    std::string output_;
-};
-
 class Interop : public HttpdTest {
   protected:
     HttpdPool& pool() override { return interop_pool(); }
@@ -209,7 +140,7 @@ class Interop : public HttpdTest {
 // alone tells.
 TEST_P(Interop, TlsCloseNotifyThenFin) {
     const std::string tag = make_tag();
-    Child client;
+    ChildProcess client;
     ASSERT_TRUE(client.start({"openssl", "s_client", "-connect",
                               "127.0.0.1:" + std::to_string(httpd().tls_port()), "-servername",
                               "localhost", "-msg"}));

@@ -22,6 +22,8 @@
 #include <sstream>
 #include <thread>
 
+#include "child_process.h"
+#include "h2_client.h"
 #include "harness.h"
 #include "procfs.h"
 
@@ -96,8 +98,10 @@ class LifecycleTest : public testing::TestWithParam<std::string> {
 
     // Starts this test's httpd; `extra` is appended to its configuration.
     testing::AssertionResult start(const std::string& name, const std::string& extra,
-                                   std::vector<std::string> tolerated = {}) {
+                                   std::vector<std::string> tolerated = {},
+                                   bool h2_and_tls = false) {
         HttpdOptions o;
+        o.h2 = o.tls = h2_and_tls;
         o.name = "life-" + name + "-" + mpm();
         o.mpm = mpm();
         o.extra_config = "LoadModule abortguard_lifetest_module " AG_LIFETEST_SO
@@ -203,6 +207,27 @@ TEST_P(LifecycleTest, StopNoticeReachesALongPollAtGracefulStop) {
     // The response completes; with nothing left to wait for, httpd exits.
     EXPECT_TRUE(c.read_all_until_close(kIo)) << c.received();
     EXPECT_TRUE(wait_gone(httpd().pid(), kLogWait)) << "httpd did not finish its graceful stop";
+}
+
+// The same under HTTP/2 (a stream of a connection that mod_http2 serves)
+// and under TLS: each long-poll learns that its child stops.
+TEST_P(LifecycleTest, StopNoticeReachesHttp2AndTlsLongPolls) {
+    ASSERT_TRUE(start("stop-h2-tls", "",
+                      {"AH10034: The mpm module \\(prefork.c\\) is not supported"}, true));
+    H2Client h2;
+    ASSERT_TRUE(h2.connect(httpd().port()));
+    const uint32_t stream = h2.get("/life?mode=longpoll&max_ms=20000");
+    ASSERT_NE(stream, 0u);
+    ASSERT_TRUE(h2.read_until(stream, "started", kIo)) << h2.data(stream);
+    ChildProcess tls;
+    ASSERT_TRUE(
+        tls.start({"openssl", "s_client", "-quiet", "-connect",
+                   "127.0.0.1:" + std::to_string(httpd().tls_port()), "-servername", "localhost"}));
+    ASSERT_TRUE(tls.write(http_get("/life?mode=longpoll&max_ms=20000")));
+    ASSERT_TRUE(tls.read_until("started", kIo)) << tls.output();
+    ASSERT_EQ(::kill(httpd().pid(), SIGWINCH), 0);  // apachectl graceful-stop
+    EXPECT_TRUE(h2.read_until(stream, "stopping=1", kIo)) << "HTTP/2: " << h2.data(stream);
+    EXPECT_TRUE(tls.read_until("stopping=1", kIo)) << "TLS: " << tls.output();
 }
 
 // With AbortGuardStopAborts On the stop notice is an abort: reason

@@ -4,9 +4,7 @@
 // leaves a request httpd proxies there fires that event within milliseconds,
 // whether node has not answered yet or is streaming; with AbortGuardProxy
 // Off (the contrast) node runs to its end and answers nobody.
-#include <signal.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -16,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "child_process.h"
 #include "harness.h"
 
 namespace agtest {
@@ -31,49 +30,33 @@ class NodeBackend {
     NodeBackend() {
         const std::string dir = std::string(AG_TEST_WORKDIR) + "/node-backend";
         ::mkdir(dir.c_str(), 0755);
-        port_file_ = dir + "/port";
+        const std::string port_file = dir + "/port";
         events_ = dir + "/events.log";
-        ::unlink(port_file_.c_str());
+        ::unlink(port_file.c_str());
         std::ofstream(events_, std::ios::trunc).close();
-        const std::string script =
-            std::string(AG_SRCDIR) + "/tests/integration/backends/node_backend.js";
-        pid_ = ::fork();
-        if (pid_ == 0) {
-            ::execlp("node", "node", script.c_str(), port_file_.c_str(), events_.c_str(),
-                     static_cast<char*>(nullptr));
-            std::perror("exec node (scripts/deps installs nodejs)");
-            ::_exit(127);
-        }
-        for (Deadline d(kLogWait); pid_ > 0 && !d.expired() && port_ == 0;) {
-            std::ifstream in(port_file_);
+        if (!node_.start({"node",
+                          std::string(AG_SRCDIR) + "/tests/integration/backends/node_backend.js",
+                          port_file, events_}))
+            return;
+        for (Deadline d(kLogWait); !d.expired() && port_ == 0;) {
+            std::ifstream in(port_file);
             if (!(in >> port_))
                 std::this_thread::sleep_for(Millis(5));  // polling for readiness
         }
     }
-    ~NodeBackend() {
-        if (pid_ <= 0)
-            return;
-        ::kill(pid_, SIGTERM);
-        int status = 0;
-        for (Deadline d(kIo); ::waitpid(pid_, &status, WNOHANG) == 0;) {
-            if (d.expired()) {
-                ::kill(pid_, SIGKILL);
-                ::waitpid(pid_, &status, 0);
-                break;
-            }
-            std::this_thread::sleep_for(Millis(5));  // polling for its exit
-        }
-    }
-    NodeBackend(const NodeBackend&) = delete;
-    NodeBackend& operator=(const NodeBackend&) = delete;
 
     int port() const { return port_; }
     const std::string& events() const { return events_; }
+    // What node printed (why it did not start).
+    std::string output() {
+        node_.read_until("\n", Millis(100));
+        return node_.output();
+    }
 
   private:
-    pid_t pid_ = -1;
+    ChildProcess node_;
     int port_ = 0;
-    std::string port_file_, events_;
+    std::string events_;
 };
 
 std::unique_ptr<NodeBackend>& node_holder() {
@@ -111,7 +94,8 @@ class ProxyNode : public HttpdTest {
     }
 
     void SetUp() override {
-        ASSERT_NE(node().port(), 0) << "node did not start (is nodejs installed?)";
+        ASSERT_NE(node().port(), 0)
+            << "node did not start (scripts/deps installs nodejs): " << node().output();
         events_.start(node().events());
         HttpdTest::SetUp();
     }
