@@ -355,12 +355,12 @@ void Monitor::dispatch(const struct epoll_event* events, int n, int64_t woke_ns)
     }
 }
 
-// kFiring -> kFired; wakes an unwatch() waiting for it. Only the monitor
-// changes a kFiring word, so one exchange of the state suffices.
+// kFiring -> kFired; wakes an unwatch() waiting for it. Nobody else changes
+// a kFiring word (the owner waits, and select_fired() needs kInKernel,
+// which it cleared), so a plain store suffices.
 void Monitor::finish_firing(Slot* s) noexcept {
-    uint64_t w = s->word.load(std::memory_order_relaxed);
-    while (!s->word.compare_exchange_weak(w, with_state(w, kFired), std::memory_order_seq_cst)) {
-    }
+    const uint64_t w = s->word.load(std::memory_order_relaxed);
+    s->word.store(with_state(w, kFired), std::memory_order_seq_cst);
     fired_seq_.fetch_add(1, std::memory_order_seq_cst);
     if (fired_waiters_.load(std::memory_order_seq_cst) != 0)
         futex_wake_all(&fired_seq_);

@@ -69,7 +69,7 @@ std::vector<pid_t> threads_named(pid_t pid, const std::string& name) {
     for_each_entry(dir, [&](const std::string& tid) {
         std::ifstream comm(dir + "/" + tid + "/comm");
         std::string c;
-        if (std::getline(comm, c) && (name.empty() || c == name))
+        if (std::getline(comm, c) && c == name)
             out.push_back(atoi(tid.c_str()));
     });
     return out;

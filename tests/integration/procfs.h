@@ -17,8 +17,7 @@ char process_state(pid_t pid);
 bool process_gone(pid_t pid);
 // The live (non-zombie) children of `parent`.
 std::vector<pid_t> children_of(pid_t parent);
-// Thread ids of `pid` whose name (/proc/PID/task/*/comm) is `name`; every
-// thread's with an empty `name`.
+// Thread ids of `pid` whose name (/proc/PID/task/*/comm) is `name`.
 std::vector<pid_t> threads_named(pid_t pid, const std::string& name);
 
 struct ThreadInfo {

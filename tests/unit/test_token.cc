@@ -1,7 +1,12 @@
 #include <gtest/gtest.h>
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <fstream>
 #include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -318,21 +323,35 @@ TEST(TokenClaim, PublishesAtOnceAndNotifyRunsTheCallbacksOnce) {
     EXPECT_EQ(ran, (std::vector<int>{1, 2, 3}));
 }
 
-// A waiter asleep before the claim wakes on notify(), not before.
+// A waiter asleep in the futex when the claim comes is woken by notify():
+// it wakes long before its 10 s deadline.
 TEST(TokenClaim, ASleepingWaiterWakesOnNotify) {
     Token t;
-    std::atomic<bool> waiting{false}, woke{false};
+    std::atomic<pid_t> tid{0};
+    std::atomic<int64_t> woke_at{0};
     std::thread waiter([&] {
-        waiting.store(true);
+        tid.store(static_cast<pid_t>(syscall(SYS_gettid)));
         EXPECT_TRUE(t.wait_until(mono_ns() + 10000 * kMs));
-        woke.store(true);
+        woke_at.store(mono_ns());
     });
-    while (!waiting.load())
+    while (tid.load() == 0)
         std::this_thread::yield();
+    // Asleep: its state in /proc is 'S' (the futex wait, its only sleep).
+    const std::string stat = "/proc/self/task/" + std::to_string(tid.load()) + "/stat";
+    for (;;) {
+        std::ifstream in(stat);
+        std::string line;
+        std::getline(in, line);
+        const auto paren = line.rfind(')');
+        if (paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'S')
+            break;
+        std::this_thread::yield();
+    }
     ASSERT_TRUE(t.claim(Reason::kRst, mono_ns()));
+    const int64_t notified = mono_ns();
     t.notify();
     waiter.join();
-    EXPECT_TRUE(woke.load());
+    EXPECT_LT(woke_at.load() - notified, 1000 * kMs) << "notify() did not wake the waiter";
 }
 
 }  // namespace
