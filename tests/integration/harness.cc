@@ -663,6 +663,12 @@ void HttpdTest::TearDown() {
     httpd_->mark_checked(checked_to);
 }
 
+AccessLine HttpdTest::await(const std::string& tag) {
+    auto line = access_.wait_for(tag, Millis(10000));
+    EXPECT_TRUE(line) << "no access log line for " << tag;
+    return line.value_or(AccessLine{});
+}
+
 RawClient HttpdTest::connect() {
     RawClient client;
     EXPECT_TRUE(client.connect(httpd_->port())) << "cannot connect to 127.0.0.1:" << httpd_->port();

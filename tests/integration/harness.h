@@ -208,6 +208,9 @@ class HttpdTest : public testing::TestWithParam<std::string> {
     const std::string& mpm() const { return GetParam(); }
     // A client connected to the plain HTTP port (test fails if it can't).
     RawClient connect();
+    // The access-log line (since this test began) whose URL contains `tag`,
+    // waiting up to 10 s; the test fails without one.
+    AccessLine await(const std::string& tag);
     std::string base_url() const;      // http://127.0.0.1:port
     std::string tls_base_url() const;  // https://127.0.0.1:tls_port
 

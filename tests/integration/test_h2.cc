@@ -22,7 +22,6 @@ namespace {
 constexpr int64_t kMaxDetectionUs = 500000;
 constexpr int64_t kStoppedEarlyUs = 2500000;
 constexpr Millis kIo(10000);
-constexpr Millis kLogWait(10000);
 
 HttpdPool& h2_pool() {
     static HttpdPool pool([](const std::string& mpm) {
@@ -73,12 +72,6 @@ class Http2 : public HttpdTest {
   protected:
     HttpdPool& pool() override { return h2_pool(); }
     static void TearDownTestSuite() { h2_pool().stop_all(); }
-
-    AccessLine await(const std::string& tag) {
-        auto line = access().wait_for(tag, kLogWait);
-        EXPECT_TRUE(line) << "no access log line for " << tag;
-        return line.value_or(AccessLine{});
-    }
 
     void expect_reset_noticed(const AccessLine& line, int64_t sent_us) {
         EXPECT_EQ(line.protocol, "HTTP/2.0") << line.raw;

@@ -104,12 +104,6 @@ class Interop : public HttpdTest {
     HttpdPool& pool() override { return interop_pool(); }
     static void TearDownTestSuite() { interop_pool().stop_all(); }
 
-    AccessLine await(const std::string& tag) {
-        auto line = access().wait_for(tag, kLogWait);
-        EXPECT_TRUE(line) << "no access log line for " << tag;
-        return line.value_or(AccessLine{});
-    }
-
     void expect_noticed_quickly(const AccessLine& line, int64_t close_us, const char* what) {
         EXPECT_EQ(line.aborted, "1") << line.raw;
         ASSERT_TRUE(line.noticed_us) << "the handler never saw the abort: " << line.raw;

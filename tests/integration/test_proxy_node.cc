@@ -134,7 +134,7 @@ class ProxyNode : public HttpdTest {
         std::printf("node_propagation_us mpm=%s phase=%s value=%lld\n", mpm().c_str(), phase,
                     static_cast<long long>(latency));
         std::fflush(stdout);
-        AccessLine front = access().wait_for("t=" + tag, kLogWait).value_or(AccessLine{});
+        AccessLine front = await("t=" + tag);
         EXPECT_EQ(front.aborted, "1") << front.raw;
         EXPECT_EQ(front.reason, "fin") << front.raw;
     }
