@@ -166,6 +166,7 @@ class Httpd {
     Launch launch(std::string* why);
     bool answers() const;
     bool reap(Millis timeout);
+    void let_closing_connections_finish();
 
     HttpdOptions options_;
     std::string run_dir_;

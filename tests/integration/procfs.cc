@@ -95,4 +95,30 @@ ThreadInfo thread_info(pid_t pid, pid_t tid) {
     return info;
 }
 
+size_t closing_sockets_on(const std::vector<int>& ports) {
+    // TCP states in /proc/net/tcp: FIN_WAIT1 4, FIN_WAIT2 5, CLOSE_WAIT 8,
+    // LAST_ACK 9, CLOSING 11. Inode 0: no process holds the socket any more.
+    auto closing = [](unsigned st) { return st == 4 || st == 5 || st == 8 || st == 9 || st == 11; };
+    size_t n = 0;
+    for (const char* table : {"/proc/net/tcp", "/proc/net/tcp6"}) {
+        std::ifstream in(table);
+        std::string line;
+        std::getline(in, line);  // header
+        while (std::getline(in, line)) {
+            std::istringstream f(line);
+            std::string slot, local, remote, state, queues, timer, retr, uid, timeout, inode;
+            f >> slot >> local >> remote >> state >> queues >> timer >> retr >> uid >> timeout >>
+                inode;
+            const auto colon = local.rfind(':');
+            if (colon == std::string::npos || inode == "0")
+                continue;
+            const int port = static_cast<int>(std::strtol(local.c_str() + colon + 1, nullptr, 16));
+            const auto st = static_cast<unsigned>(std::strtoul(state.c_str(), nullptr, 16));
+            for (int p : ports)
+                n += (p == port && closing(st));
+        }
+    }
+    return n;
+}
+
 }  // namespace agtest

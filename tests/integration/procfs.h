@@ -20,6 +20,11 @@ std::vector<pid_t> children_of(pid_t parent);
 // Thread ids of `pid` whose name (/proc/PID/task/*/comm) is `name`.
 std::vector<pid_t> threads_named(pid_t pid, const std::string& name);
 
+// Sockets some process still holds open whose local port is one of `ports`
+// and whose connection is closing (FIN sent or received, not yet closed by
+// its owner): for a server's ports, connections it is finishing right now.
+size_t closing_sockets_on(const std::vector<int>& ports);
+
 struct ThreadInfo {
     bool found = false;
     int nice = 0;
