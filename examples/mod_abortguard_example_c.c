@@ -3,7 +3,10 @@
  *  - a long computation that stops as soon as the client leaves;
  *  - a "transaction" that is rolled back when the client aborted and
  *    committed when the response completed, by cleanups that run exactly
- *    once at the end of the request.
+ *    once at the end of the request;
+ *  - a graceful restart or stop that does not wait for the computation:
+ *    at the child's stop notice the handler rolls back and answers 503 with
+ *    Retry-After, so that the client asks again (a new child will answer).
  *
  *   <Location /example-c>
  *       SetHandler abortguard-example-c
@@ -39,6 +42,7 @@ static APR_OPTIONAL_FN_TYPE(abortguard_aborted) * ag_aborted;
 static APR_OPTIONAL_FN_TYPE(abortguard_wait) * ag_wait;
 static APR_OPTIONAL_FN_TYPE(abortguard_register_cleanup) * ag_register_cleanup;
 static APR_OPTIONAL_FN_TYPE(abortguard_probe) * ag_probe;
+static APR_OPTIONAL_FN_TYPE(abortguard_stopping) * ag_stopping;
 
 /* Optional functions may move when httpd reloads modules: fetch them anew
  * at every (re)start. */
@@ -47,6 +51,7 @@ static void retrieve_api(void) {
     ag_wait = APR_RETRIEVE_OPTIONAL_FN(abortguard_wait);
     ag_register_cleanup = APR_RETRIEVE_OPTIONAL_FN(abortguard_register_cleanup);
     ag_probe = APR_RETRIEVE_OPTIONAL_FN(abortguard_probe);
+    ag_stopping = APR_RETRIEVE_OPTIONAL_FN(abortguard_stopping);
 }
 
 static const char* query_arg(request_rec* r, const char* name, const char* dflt) {
@@ -58,7 +63,10 @@ static const char* query_arg(request_rec* r, const char* name, const char* dflt)
     return apr_pstrndup(r->pool, v + n + 1, strcspn(v + n + 1, "&"));
 }
 
-/* The "transaction" ends in exactly one of these, chosen by the outcome. */
+/* The "transaction" ends in exactly one of these. The cleanups select by
+ * the client alone (ABORTGUARD_ON_ABORT, ABORTGUARD_ON_SUCCESS), so the
+ * commit is registered only once the work is done: a request cut short by
+ * the stop notice completes without an abort, and must not commit. */
 static void rollback(request_rec* r, void* data, int aborted) {
     ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, "AGX0001: transaction %s rolled back",
                   (const char*)data);
@@ -69,20 +77,40 @@ static void commit(request_rec* r, void* data, int aborted) {
                   (const char*)data);
 }
 
-/* One step of the computation: 10 ms of "work", then the question whether
- * anybody is still listening (see mode= above). Returns 0 when the client is
- * gone. */
-static int compute_step(request_rec* r, const char* mode) {
-    if (strcmp(mode, "probe") == 0) {
+typedef enum { STEP_DONE, STEP_CLIENT_GONE, STEP_SERVER_STOPPING } step_result;
+
+/* One step of the computation: 10 ms of "work", then the questions whether
+ * anybody is still listening (see mode= above) and whether this child is
+ * stopping. */
+static step_result compute_step(request_rec* r, const char* mode) {
+    int gone;
+    if (strcmp(mode, "probe") == 0 || strcmp(mode, "flush") == 0) {
         apr_sleep(apr_time_from_msec(10));
-        return !ag_probe(r, ABORTGUARD_PROBE_SOCKET);
+        gone = ag_probe(
+            r, strcmp(mode, "probe") == 0 ? ABORTGUARD_PROBE_SOCKET : ABORTGUARD_PROBE_FLUSH);
+    } else {
+        /* The usual way: a sleep that wakes early when the client leaves,
+         * or when the stop notice comes (APR_EINTR, once). */
+        gone = ag_wait(r, apr_time_from_msec(10)) == APR_ECONNABORTED;
     }
-    if (strcmp(mode, "flush") == 0) {
-        apr_sleep(apr_time_from_msec(10));
-        return !ag_probe(r, ABORTGUARD_PROBE_FLUSH);
+    if (gone) {
+        return STEP_CLIENT_GONE;
     }
-    /* The usual way: a sleep that wakes early when the client leaves. */
-    return ag_wait(r, apr_time_from_msec(10)) != APR_ECONNABORTED;
+    return ag_stopping(r) ? STEP_SERVER_STOPPING : STEP_DONE;
+}
+
+/* Cut short by the stop notice: tell the client to ask again. The work is
+ * rolled back exactly once: by the ON_ABORT cleanup if the client leaves
+ * before it has this answer, else by this ON_SUCCESS one. In flush mode the
+ * status has gone out already; the body says it. */
+static int answer_stopping(request_rec* r, const char* id) {
+    ag_register_cleanup(r, rollback, (void*)id, ABORTGUARD_ON_SUCCESS);
+    if (r->sent_bodyct) {
+        ap_rprintf(r, "transaction %s cut short: the server is restarting\n", id);
+        return OK;
+    }
+    apr_table_setn(r->err_headers_out, "Retry-After", "1");
+    return HTTP_SERVICE_UNAVAILABLE;
 }
 
 static int example_handler(request_rec* r) {
@@ -93,7 +121,8 @@ static int example_handler(request_rec* r) {
     if (strcmp(r->handler, "abortguard-example-c") != 0) {
         return DECLINED;
     }
-    if (ag_aborted == NULL || ag_wait == NULL || ag_register_cleanup == NULL || ag_probe == NULL) {
+    if (ag_aborted == NULL || ag_wait == NULL || ag_register_cleanup == NULL || ag_probe == NULL ||
+        ag_stopping == NULL) {
         ap_log_rerror(APLOG_MARK, APLOG_ERR, 0, r, "AGX0003: mod_abortguard is not loaded");
         return HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -101,8 +130,8 @@ static int example_handler(request_rec* r) {
     mode = query_arg(r, "mode", "wait");
     until = apr_time_now() + apr_time_from_msec(atoi(query_arg(r, "ms", "1000")));
 
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "AGX0004: transaction %s begun", id);
     ag_register_cleanup(r, rollback, (void*)id, ABORTGUARD_ON_ABORT);
-    ag_register_cleanup(r, commit, (void*)id, ABORTGUARD_ON_SUCCESS);
 
     if (strcmp(mode, "flush") == 0) {
         ap_set_content_type(r, "text/plain");
@@ -110,13 +139,20 @@ static int example_handler(request_rec* r) {
         ap_rflush(r);
     }
     while (apr_time_now() < until) {
-        if (!compute_step(r, mode)) {
-            return OK; /* nobody is listening: stop, the cleanups roll back */
+        switch (compute_step(r, mode)) {
+            case STEP_CLIENT_GONE:
+                return OK; /* nobody is listening: stop, the cleanup rolls back */
+            case STEP_SERVER_STOPPING:
+                return answer_stopping(r, id);
+            case STEP_DONE:
+                break;
         }
     }
     if (ag_aborted(r)) {
         return OK;
     }
+    /* Done: commit, unless the client leaves before the response ends. */
+    ag_register_cleanup(r, commit, (void*)id, ABORTGUARD_ON_SUCCESS);
     ap_set_content_type(r, "text/plain");
     ap_rprintf(r, "transaction %s done\n", id);
     return OK;

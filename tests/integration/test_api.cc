@@ -8,8 +8,10 @@
 // run at the end of the request:
 //   AGX0001: transaction <id> rolled back    AGX0002: ... committed    (C)
 //   AGX0011: transaction <id> rolled back|committed                   (C++)
+// and the C example logs AGX0004: transaction <id> begun, at info.
 // Every scenario runs under the event, worker and prefork MPMs.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <algorithm>
@@ -48,30 +50,48 @@ constexpr int64_t kPollSlackUs = 50000;
 // that no byte arrives.
 constexpr Millis kQuiet(250);
 
+HttpdOptions api_options(const std::string& name, const std::string& mpm) {
+    HttpdOptions o;
+    o.name = name;
+    o.mpm = mpm;
+    o.abortguard_on = false;  // no AbortGuard directive at all
+    o.extra_config = "LoadModule abortguard_example_c_module " AG_EXAMPLE_C_SO
+                     "\n"
+                     "LoadModule abortguard_example_cxx_module " AG_EXAMPLE_CXX_SO
+                     "\n"
+                     "<Location /example-c>\n"
+                     "  SetHandler abortguard-example-c\n"
+                     "</Location>\n"
+                     "<Location /example-cxx>\n"
+                     "  SetHandler abortguard-example-cxx\n"
+                     "</Location>\n"
+                     "<Location /example-c-off>\n"
+                     "  SetHandler abortguard-example-c\n"
+                     "  <IfModule abortguard_module>\n"
+                     "    AbortGuard Off\n"
+                     "  </IfModule>\n"
+                     "</Location>\n";
+    return o;
+}
+
+// Whether a line that `log` has seen since it started matches `pattern`,
+// polling until the deadline.
+bool await_log_line(const ErrorLogWatch& log, const std::string& pattern) {
+    const std::regex re(pattern);
+    Deadline deadline(kLogWait);
+    for (;;) {
+        for (const auto& line : log.new_lines()) {
+            if (std::regex_search(line, re))
+                return true;
+        }
+        if (deadline.expired())
+            return false;
+        std::this_thread::sleep_for(kPoll);
+    }
+}
+
 HttpdPool& api_pool() {
-    static HttpdPool pool([](const std::string& mpm) {
-        HttpdOptions o;
-        o.name = "api-" + mpm;
-        o.mpm = mpm;
-        o.abortguard_on = false;  // no AbortGuard directive at all
-        o.extra_config = "LoadModule abortguard_example_c_module " AG_EXAMPLE_C_SO
-                         "\n"
-                         "LoadModule abortguard_example_cxx_module " AG_EXAMPLE_CXX_SO
-                         "\n"
-                         "<Location /example-c>\n"
-                         "  SetHandler abortguard-example-c\n"
-                         "</Location>\n"
-                         "<Location /example-cxx>\n"
-                         "  SetHandler abortguard-example-cxx\n"
-                         "</Location>\n"
-                         "<Location /example-c-off>\n"
-                         "  SetHandler abortguard-example-c\n"
-                         "  <IfModule abortguard_module>\n"
-                         "    AbortGuard Off\n"
-                         "  </IfModule>\n"
-                         "</Location>\n";
-        return o;
-    });
+    static HttpdPool pool([](const std::string& mpm) { return api_options("api-" + mpm, mpm); });
     return pool;
 }
 
@@ -128,21 +148,7 @@ class Api : public HttpdTest {
         }
     }
 
-    // Whether an error-log line since the test began matches `pattern`,
-    // polling until the deadline.
-    bool await_error_line(const std::string& pattern) {
-        const std::regex re(pattern);
-        Deadline deadline(kLogWait);
-        for (;;) {
-            for (const auto& line : errors().new_lines()) {
-                if (std::regex_search(line, re))
-                    return true;
-            }
-            if (deadline.expired())
-                return false;
-            std::this_thread::sleep_for(kPoll);
-        }
-    }
+    bool await_error_line(const std::string& pattern) { return await_log_line(errors(), pattern); }
 
     // The access log line of request `id`; `seen_us` (optional) receives
     // monotonic_us() when it was found: an upper bound of the request's end.
@@ -575,6 +581,51 @@ TEST_P(Api, FlushProbeStopsOnRst) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Mpm, Api, testing::ValuesIn(all_mpms()), mpm_param_name);
+
+// ----------------------------------------------------- 2. the server stops
+
+// A graceful stop does not wait for the C example's 20 s of work: at the
+// stop notice it answers 503 with Retry-After and rolls its transaction
+// back, once. Without the notice the handler would compute to the end, and
+// the graceful stop (no GracefulShutdownTimeout) would wait for it: the
+// read below would time out. Each test has its own httpd, which it stops.
+class ApiStop : public testing::TestWithParam<std::string> {};
+
+TEST_P(ApiStop, CExampleAnswers503AndRollsBackWhenTheServerStops) {
+    Httpd httpd(api_options("api-stop-" + GetParam(), GetParam()));
+    ASSERT_TRUE(httpd.start());
+    ErrorLogWatch log;
+    log.start(httpd.error_log_path());
+    auto await_log = [&](const std::string& pattern) { return await_log_line(log, pattern); };
+    const std::string id = make_tag();
+    RawClient c;
+    ASSERT_TRUE(c.connect(httpd.port()));
+    ASSERT_TRUE(c.send(http_get("/example-c?id=" + id + "&ms=20000")));
+    ASSERT_TRUE(await_log("AGX0004: transaction " + id + " begun"));
+    const int64_t signalled = monotonic_us();
+    ASSERT_EQ(::kill(httpd.pid(), SIGWINCH), 0);  // apachectl graceful-stop
+    auto rsp = c.read_response(kIo);
+    ASSERT_TRUE(rsp) << "no answer before the work's end: " << c.received();
+    const int64_t answered_us = monotonic_us() - signalled;
+    EXPECT_EQ(rsp->status, 503);
+    EXPECT_EQ(rsp->headers["retry-after"], "1");
+    EXPECT_TRUE(await_log("AGX0001: transaction " + id + " rolled back"));
+    int rolled = 0, committed = 0;
+    LogCursor all;
+    all.start_at(httpd.error_log_path(), 0);
+    for (const auto& line : all.new_lines()) {
+        rolled += line.find("AGX0001: transaction " + id + " ") != std::string::npos;
+        committed += line.find("AGX0002: transaction " + id + " ") != std::string::npos;
+    }
+    EXPECT_EQ(rolled, 1);
+    EXPECT_EQ(committed, 0);
+    std::printf("example_stop_answer_us mpm=%s value=%lld\n", GetParam().c_str(),
+                static_cast<long long>(answered_us));
+    c.close_fin();  // httpd's lingering close need not wait for us
+    EXPECT_TRUE(httpd.stop());
+}
+
+INSTANTIATE_TEST_SUITE_P(Mpm, ApiStop, testing::ValuesIn(all_mpms()), mpm_param_name);
 
 }  // namespace
 }  // namespace agtest
