@@ -1,7 +1,10 @@
 // An example handler in C++ that uses abortguard.hpp the way the README
 // teaches it: a computation that stops when the client leaves (by throwing
-// ClientAborted from throw_if_aborted()), and a transaction rolled back on
-// abort and committed on success by on_cleanup().
+// ClientAborted from throw_if_aborted()), a transaction rolled back on
+// abort and committed on success by on_cleanup(), and a graceful restart or
+// stop that does not wait for the computation: at the child's stop notice
+// (stopping()) the transaction rolls back and the answer is 503 with
+// Retry-After, so that the client asks again.
 //
 //   <Location /example-cxx>
 //       SetHandler abortguard-example-cxx
@@ -51,14 +54,25 @@ void log_notice(request_rec* r, const char* what, const std::string& id) {
     ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, "AGX0011: transaction %s %s", id.c_str(), what);
 }
 
-int handle(abortguard::Request& req) {
+// Ends a transaction that did not finish (the stop notice came, or the lock
+// could not be had) and tells the client to ask again. It is rolled back
+// exactly once: by the kOnAbort cleanup if the client leaves before this
+// answer, else by this one. A response already started can only end.
+template <class Rollback>
+int cut_short(const abortguard::Request& req, const Rollback& rollback) {
+    req.on_cleanup(rollback, abortguard::When::kOnSuccess);
     request_rec* r = req.get();
-    const std::string id = query_arg(r, "id", "0");
-    const auto budget = std::chrono::milliseconds(std::stoi(query_arg(r, "ms", "1000")));
+    if (r->sent_bodyct)
+        return OK;
+    apr_table_setn(r->err_headers_out, "Retry-After", "1");
+    return HTTP_SERVICE_UNAVAILABLE;
+}
 
-    if (query_arg(r, "throw", "0") == "1")
-        throw std::runtime_error("handler failed on purpose");
-    req.on_cleanup([r, id](bool) { log_notice(r, "rolled back", id); }, abortguard::When::kOnAbort);
+// The work is done: commit, unless the client leaves before the response
+// ends. (Registered only now: a request cut short completes without an
+// abort, and must not commit.) The commit numbers itself in the ledger.
+void commit_on_success(const abortguard::Request& req, const std::string& id) {
+    request_rec* r = req.get();
     req.on_cleanup(
         [r, id, req](bool) {
             abortguard::MutexGuard<std::mutex> ledger;
@@ -67,10 +81,18 @@ int handle(abortguard::Request& req) {
             log_notice(r, "committed", id);
         },
         abortguard::When::kOnSuccess);
-    if (query_arg(r, "cleanup_throws", "0") == "1") {
-        req.on_cleanup([](bool) { throw std::runtime_error("cleanup failed on purpose"); });
-    }
+}
 
+int handle(abortguard::Request& req) {
+    request_rec* r = req.get();
+    const std::string id = query_arg(r, "id", "0");
+    const auto budget = std::chrono::milliseconds(std::stoi(query_arg(r, "ms", "1000")));
+
+    if (query_arg(r, "throw", "0") == "1")
+        throw std::runtime_error("handler failed on purpose");
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "AGX0014: transaction %s begun", id.c_str());
+    const auto rollback = [r, id](bool) { log_notice(r, "rolled back", id); };
+    req.on_cleanup(rollback, abortguard::When::kOnAbort);
     abortguard::FileLockGuard lock;  // released on every way out of here
     const std::string lock_path = query_arg(r, "lock", "");
     if (!lock_path.empty()) {
@@ -79,7 +101,7 @@ int handle(abortguard::Request& req) {
         if (rv == APR_ECONNABORTED)
             throw abortguard::ClientAborted();
         if (rv != APR_SUCCESS)
-            return HTTP_SERVICE_UNAVAILABLE;
+            return cut_short(req, rollback);
         ap_set_content_type(r, "text/plain");
         ap_rputs("locked\n", r);
         ap_rflush(r);
@@ -89,6 +111,13 @@ int handle(abortguard::Request& req) {
     while (std::chrono::steady_clock::now() < deadline) {
         req.wait_for(10ms);      // a step of work that wakes early on abort
         req.throw_if_aborted();  // the client left: unwind, cleanups roll back
+        if (req.stopping())
+            return cut_short(req, rollback);  // the server restarts or stops
+    }
+    commit_on_success(req, id);
+    if (query_arg(r, "cleanup_throws", "0") == "1") {
+        // Runs first (newest first); the commit still runs after it.
+        req.on_cleanup([](bool) { throw std::runtime_error("cleanup failed on purpose"); });
     }
     ap_set_content_type(r, "text/plain");
     ap_rprintf(r, "transaction %s done\n", id.c_str());

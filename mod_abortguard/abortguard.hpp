@@ -9,8 +9,8 @@
 //     static int my_handler(request_rec* r) {
 //         if (strcmp(r->handler, "my-handler")) return DECLINED;
 //         return abortguard::run_handler(r, [](abortguard::Request& req) {
-//             Transaction tx = begin();
-//             req.on_cleanup([&tx](bool aborted) { aborted ? tx.rollback() : tx.commit(); });
+//             auto tx = std::make_shared<Transaction>(begin());  // outlives the handler
+//             req.on_cleanup([tx](bool aborted) { aborted ? tx->rollback() : tx->commit(); });
 //             for (auto& step : work) {
 //                 req.throw_if_aborted();       // ends the request quietly
 //                 step();

@@ -112,6 +112,20 @@ struct Outcomes {
     int any(const std::string& id) const { return rolled(id) + commits(id); }
 };
 
+Outcomes outcomes_in(const std::vector<std::string>& lines) {
+    static const std::regex tx(R"(AGX00(01|02|11): transaction (\S+) (rolled back|committed))");
+    Outcomes o;
+    for (const auto& line : lines) {
+        std::smatch m;
+        if (std::regex_search(line, m, tx)) {
+            (m[3] == "committed" ? o.committed : o.rolled_back)[m[2]]++;
+        } else if (line.find("AG0203: ran ") != std::string::npos) {
+            o.cleanup_runs++;
+        }
+    }
+    return o;
+}
+
 std::string fmt_us(int64_t us) {
     return std::to_string(us / 1000) + " ms";
 }
@@ -121,19 +135,7 @@ class Api : public HttpdTest {
     HttpdPool& pool() override { return api_pool(); }
     static void TearDownTestSuite() { api_pool().stop_all(); }
 
-    Outcomes outcomes() {
-        static const std::regex tx(R"(AGX00(01|02|11): transaction (\S+) (rolled back|committed))");
-        Outcomes o;
-        for (const auto& line : errors().new_lines()) {
-            std::smatch m;
-            if (std::regex_search(line, m, tx)) {
-                (m[3] == "committed" ? o.committed : o.rolled_back)[m[2]]++;
-            } else if (line.find("AG0203: ran ") != std::string::npos) {
-                o.cleanup_runs++;
-            }
-        }
-        return o;
-    }
+    Outcomes outcomes() { return outcomes_in(errors().new_lines()); }
 
     // Polls the error log until `done` holds (returns true) or the deadline.
     bool await_outcomes(const std::function<bool(const Outcomes&)>& done, Outcomes* out) {
@@ -584,44 +586,54 @@ INSTANTIATE_TEST_SUITE_P(Mpm, Api, testing::ValuesIn(all_mpms()), mpm_param_name
 
 // ----------------------------------------------------- 2. the server stops
 
-// A graceful stop does not wait for the C example's 20 s of work: at the
-// stop notice it answers 503 with Retry-After and rolls its transaction
-// back, once. Without the notice the handler would compute to the end, and
-// the graceful stop (no GracefulShutdownTimeout) would wait for it: the
-// read below would time out. Each test has its own httpd, which it stops.
+// A graceful stop does not wait for the examples' 20 s of work: at the stop
+// notice each answers 503 with Retry-After and rolls its transaction back,
+// once. Without the notice the handlers would compute to the end, and the
+// graceful stop (no GracefulShutdownTimeout) would wait for them: the reads
+// below would time out. The test has its own httpd, which it stops.
 class ApiStop : public testing::TestWithParam<std::string> {};
 
-TEST_P(ApiStop, CExampleAnswers503AndRollsBackWhenTheServerStops) {
+TEST_P(ApiStop, ExamplesAnswer503AndRollBackWhenTheServerStops) {
     Httpd httpd(api_options("api-stop-" + GetParam(), GetParam()));
     ASSERT_TRUE(httpd.start());
     ErrorLogWatch log;
     log.start(httpd.error_log_path());
-    auto await_log = [&](const std::string& pattern) { return await_log_line(log, pattern); };
-    const std::string id = make_tag();
-    RawClient c;
-    ASSERT_TRUE(c.connect(httpd.port()));
-    ASSERT_TRUE(c.send(http_get("/example-c?id=" + id + "&ms=20000")));
-    ASSERT_TRUE(await_log("AGX0004: transaction " + id + " begun"));
+    struct Example {
+        std::string path, begun, id;
+        RawClient client;
+    };
+    Example examples[] = {{"/example-c", "AGX0004", make_tag(), {}},
+                          {"/example-cxx", "AGX0014", make_tag(), {}}};
+    for (auto& e : examples) {
+        ASSERT_TRUE(e.client.connect(httpd.port()));
+        ASSERT_TRUE(e.client.send(http_get(e.path + "?id=" + e.id + "&ms=20000")));
+        ASSERT_TRUE(await_log_line(log, e.begun + ": transaction " + e.id + " begun")) << e.path;
+    }
     const int64_t signalled = monotonic_us();
     ASSERT_EQ(::kill(httpd.pid(), SIGWINCH), 0);  // apachectl graceful-stop
-    auto rsp = c.read_response(kIo);
-    ASSERT_TRUE(rsp) << "no answer before the work's end: " << c.received();
-    const int64_t answered_us = monotonic_us() - signalled;
-    EXPECT_EQ(rsp->status, 503);
-    EXPECT_EQ(rsp->headers["retry-after"], "1");
-    EXPECT_TRUE(await_log("AGX0001: transaction " + id + " rolled back"));
-    int rolled = 0, committed = 0;
-    LogCursor all;
-    all.start_at(httpd.error_log_path(), 0);
-    for (const auto& line : all.new_lines()) {
-        rolled += line.find("AGX0001: transaction " + id + " ") != std::string::npos;
-        committed += line.find("AGX0002: transaction " + id + " ") != std::string::npos;
+    for (auto& e : examples) {
+        SCOPED_TRACE(e.path);
+        auto rsp = e.client.read_response(kIo);
+        ASSERT_TRUE(rsp) << "no answer before the work's end: " << e.client.received();
+        const int64_t answered_us = monotonic_us() - signalled;
+        EXPECT_EQ(rsp->status, 503);
+        EXPECT_EQ(rsp->headers["retry-after"], "1");
+        std::printf("example_stop_answer_us mpm=%s path=%s value=%lld\n", GetParam().c_str(),
+                    e.path.c_str(), static_cast<long long>(answered_us));
+        e.client.close_fin();  // httpd's lingering close need not wait for us
     }
-    EXPECT_EQ(rolled, 1);
-    EXPECT_EQ(committed, 0);
-    std::printf("example_stop_answer_us mpm=%s value=%lld\n", GetParam().c_str(),
-                static_cast<long long>(answered_us));
-    c.close_fin();  // httpd's lingering close need not wait for us
+    Outcomes o;
+    for (Deadline d(kLogWait); !d.expired(); std::this_thread::sleep_for(kPoll)) {
+        LogCursor all;
+        all.start_at(httpd.error_log_path(), 0);
+        o = outcomes_in(all.new_lines());
+        if (o.any(examples[0].id) > 0 && o.any(examples[1].id) > 0)
+            break;
+    }
+    for (const auto& e : examples) {
+        EXPECT_EQ(o.rolled(e.id), 1) << e.path;
+        EXPECT_EQ(o.commits(e.id), 0) << e.path;
+    }
     EXPECT_TRUE(httpd.stop());
 }
 
