@@ -6,7 +6,8 @@
  *    once at the end of the request;
  *  - a graceful restart or stop that does not wait for the computation:
  *    at the child's stop notice the handler rolls back and answers 503 with
- *    Retry-After, so that the client asks again (a new child will answer).
+ *    Retry-After, so that the client asks again (a new child will answer),
+ *    or, in mode=flush, ends the response it has started truncated.
  *
  *   <Location /example-c>
  *       SetHandler abortguard-example-c
@@ -99,14 +100,25 @@ static step_result compute_step(request_rec* r, const char* mode) {
     return ag_stopping(r) ? STEP_SERVER_STOPPING : STEP_DONE;
 }
 
+/* A response already started cannot change its status: it ends truncated,
+ * the way mod_proxy ends one whose backend broke (an error bucket: no last
+ * chunk, the connection closes), so that no client takes it for complete. */
+static void end_truncated(request_rec* r) {
+    conn_rec* c = r->connection;
+    apr_bucket_brigade* bb = apr_brigade_create(r->pool, c->bucket_alloc);
+    APR_BRIGADE_INSERT_TAIL(
+        bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, NULL, r->pool, c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
+    ap_pass_brigade(r->output_filters, bb);
+}
+
 /* Cut short by the stop notice: tell the client to ask again. The work is
  * rolled back exactly once: by the ON_ABORT cleanup if the client leaves
- * before it has this answer, else by this ON_SUCCESS one. In flush mode the
- * status has gone out already; the body says it. */
-static int answer_stopping(request_rec* r, const char* id) {
+ * before it has this answer, else by this ON_SUCCESS one. */
+static int answer_stopping(request_rec* r, const char* id, int started) {
     ag_register_cleanup(r, rollback, (void*)id, ABORTGUARD_ON_SUCCESS);
-    if (r->sent_bodyct) {
-        ap_rprintf(r, "transaction %s cut short: the server is restarting\n", id);
+    if (started) {
+        end_truncated(r);
         return OK;
     }
     apr_table_setn(r->err_headers_out, "Retry-After", "1");
@@ -116,6 +128,7 @@ static int answer_stopping(request_rec* r, const char* id) {
 static int example_handler(request_rec* r) {
     const char* id;
     const char* mode;
+    int started;
     apr_time_t until;
 
     if (strcmp(r->handler, "abortguard-example-c") != 0) {
@@ -133,7 +146,8 @@ static int example_handler(request_rec* r) {
     ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "AGX0004: transaction %s begun", id);
     ag_register_cleanup(r, rollback, (void*)id, ABORTGUARD_ON_ABORT);
 
-    if (strcmp(mode, "flush") == 0) {
+    started = strcmp(mode, "flush") == 0;
+    if (started) {
         ap_set_content_type(r, "text/plain");
         ap_rputs("x\n", r); /* the response starts before the work */
         ap_rflush(r);
@@ -143,7 +157,7 @@ static int example_handler(request_rec* r) {
             case STEP_CLIENT_GONE:
                 return OK; /* nobody is listening: stop, the cleanup rolls back */
             case STEP_SERVER_STOPPING:
-                return answer_stopping(r, id);
+                return answer_stopping(r, id, started);
             case STEP_DONE:
                 break;
         }

@@ -54,18 +54,33 @@ void log_notice(request_rec* r, const char* what, const std::string& id) {
     ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, "AGX0011: transaction %s %s", id.c_str(), what);
 }
 
+// A response already started cannot change its status: it ends truncated,
+// the way mod_proxy ends one whose backend broke (an error bucket: no last
+// chunk, the connection closes), so that no client takes it for complete.
+void end_truncated(request_rec* r) {
+    conn_rec* c = r->connection;
+    apr_bucket_brigade* bb = apr_brigade_create(r->pool, c->bucket_alloc);
+    APR_BRIGADE_INSERT_TAIL(
+        bb, ap_bucket_error_create(HTTP_BAD_GATEWAY, nullptr, r->pool, c->bucket_alloc));
+    APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_eos_create(c->bucket_alloc));
+    ap_pass_brigade(r->output_filters, bb);
+}
+
 // Ends a transaction that did not finish (the stop notice came, or the lock
-// could not be had) and tells the client to ask again. It is rolled back
-// exactly once: by the kOnAbort cleanup if the client leaves before this
-// answer, else by this one. A response already started can only end.
+// could not be had) with `status`: 503 asks the client to come again. It is
+// rolled back exactly once: by the kOnAbort cleanup if the client leaves
+// before this answer, else by this one.
 template <class Rollback>
-int cut_short(const abortguard::Request& req, const Rollback& rollback) {
+int give_up(const abortguard::Request& req, const Rollback& rollback, bool started, int status) {
     req.on_cleanup(rollback, abortguard::When::kOnSuccess);
     request_rec* r = req.get();
-    if (r->sent_bodyct)
+    if (started) {
+        end_truncated(r);
         return OK;
-    apr_table_setn(r->err_headers_out, "Retry-After", "1");
-    return HTTP_SERVICE_UNAVAILABLE;
+    }
+    if (status == HTTP_SERVICE_UNAVAILABLE)
+        apr_table_setn(r->err_headers_out, "Retry-After", "1");
+    return status;
 }
 
 // The work is done: commit, unless the client leaves before the response
@@ -95,13 +110,16 @@ int handle(abortguard::Request& req) {
     req.on_cleanup(rollback, abortguard::When::kOnAbort);
     abortguard::FileLockGuard lock;  // released on every way out of here
     const std::string lock_path = query_arg(r, "lock", "");
-    if (!lock_path.empty()) {
+    const bool with_lock = !lock_path.empty();  // "locked" goes out before the work
+    if (with_lock) {
         const apr_status_t rv = lock.acquire(req, lock_path.c_str(), ABORTGUARD_LOCK_EXCLUSIVE,
                                              std::chrono::seconds(10));
         if (rv == APR_ECONNABORTED)
             throw abortguard::ClientAborted();
-        if (rv != APR_SUCCESS)
-            return cut_short(req, rollback);
+        if (rv != APR_SUCCESS)  // nothing sent yet: a status can still say why
+            return give_up(
+                req, rollback, false,
+                APR_STATUS_IS_TIMEUP(rv) ? HTTP_SERVICE_UNAVAILABLE : HTTP_INTERNAL_SERVER_ERROR);
         ap_set_content_type(r, "text/plain");
         ap_rputs("locked\n", r);
         ap_rflush(r);
@@ -112,7 +130,7 @@ int handle(abortguard::Request& req) {
         req.wait_for(10ms);      // a step of work that wakes early on abort
         req.throw_if_aborted();  // the client left: unwind, cleanups roll back
         if (req.stopping())
-            return cut_short(req, rollback);  // the server restarts or stops
+            return give_up(req, rollback, with_lock, HTTP_SERVICE_UNAVAILABLE);  // restart, stop
     }
     commit_on_success(req, id);
     if (query_arg(r, "cleanup_throws", "0") == "1") {

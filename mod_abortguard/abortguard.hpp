@@ -10,11 +10,14 @@
 //         if (strcmp(r->handler, "my-handler")) return DECLINED;
 //         return abortguard::run_handler(r, [](abortguard::Request& req) {
 //             auto tx = std::make_shared<Transaction>(begin());  // outlives the handler
-//             req.on_cleanup([tx](bool aborted) { aborted ? tx->rollback() : tx->commit(); });
+//             req.on_cleanup([tx](bool aborted) {  // once; commits only finished work
+//                 tx->finished() && !aborted ? tx->commit() : tx->rollback();
+//             });
 //             for (auto& step : work) {
 //                 req.throw_if_aborted();       // ends the request quietly
-//                 step();
+//                 tx->apply(step);              // a throw: a logged 500, rolled back
 //             }
+//             tx->finish();
 //             return OK;
 //         });
 //     }

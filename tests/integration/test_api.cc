@@ -25,6 +25,7 @@
 #include <vector>
 
 #include "harness.h"
+#include "procfs.h"
 
 #ifndef AG_EXAMPLE_C_SO
 #error "AG_EXAMPLE_C_SO must be defined (the built mod_abortguard_example_c.so)"
@@ -587,52 +588,72 @@ INSTANTIATE_TEST_SUITE_P(Mpm, Api, testing::ValuesIn(all_mpms()), mpm_param_name
 // ----------------------------------------------------- 2. the server stops
 
 // A graceful stop does not wait for the examples' 20 s of work: at the stop
-// notice each answers 503 with Retry-After and rolls its transaction back,
-// once. Without the notice the handlers would compute to the end, and the
-// graceful stop (no GracefulShutdownTimeout) would wait for them: the reads
-// below would time out. The test has its own httpd, which it stops.
+// notice each rolls its transaction back, once, and answers 503 with
+// Retry-After, or, when its response has started (C mode=flush, C++ under a
+// file lock), ends that response truncated: no last chunk, so no client
+// takes it for complete. Without the notice the handlers would compute to
+// the end, and the graceful stop (no GracefulShutdownTimeout) would wait
+// for them: the reads below would time out, and httpd would not exit.
 class ApiStop : public testing::TestWithParam<std::string> {};
 
-TEST_P(ApiStop, ExamplesAnswer503AndRollBackWhenTheServerStops) {
+struct StopCase {
+    std::string target;  // without the id
+    std::string ready;   // in the error log ("AGX...") or in the body
+    bool started;        // the response has started: expect it truncated
+    std::string id = make_tag();
+    RawClient client = {};
+};
+
+TEST_P(ApiStop, ExamplesEndEarlyAndRollBackWhenTheServerStops) {
     Httpd httpd(api_options("api-stop-" + GetParam(), GetParam()));
     ASSERT_TRUE(httpd.start());
     ErrorLogWatch log;
     log.start(httpd.error_log_path());
-    struct Example {
-        std::string path, begun, id;
-        RawClient client;
-    };
-    Example examples[] = {{"/example-c", "AGX0004", make_tag(), {}},
-                          {"/example-cxx", "AGX0014", make_tag(), {}}};
-    for (auto& e : examples) {
-        ASSERT_TRUE(e.client.connect(httpd.port()));
-        ASSERT_TRUE(e.client.send(http_get(e.path + "?id=" + e.id + "&ms=20000")));
-        ASSERT_TRUE(await_log_line(log, e.begun + ": transaction " + e.id + " begun")) << e.path;
+    const std::string lock = httpd.run_dir() + "/stop.lock";
+    const int fd = open(lock.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0666);
+    ASSERT_GE(fd, 0) << lock;
+    fchmod(fd, 0666);  // the children may run as another user
+    close(fd);
+    StopCase cases[] = {{"/example-c?ms=20000", "AGX0004", false},
+                        {"/example-cxx?ms=20000", "AGX0014", false},
+                        {"/example-c?ms=20000&mode=flush", "x\n", true},
+                        {"/example-cxx?ms=20000&lock=" + lock, "locked\n", true}};
+    for (auto& t : cases) {
+        ASSERT_TRUE(t.client.connect(httpd.port()));
+        ASSERT_TRUE(t.client.send(http_get(t.target + "&id=" + t.id)));
+        if (t.started)
+            ASSERT_TRUE(t.client.read_until(t.ready, kIo)) << t.target;
+        else
+            ASSERT_TRUE(await_log_line(log, t.ready + ": transaction " + t.id + " begun"));
     }
     const int64_t signalled = monotonic_us();
     ASSERT_EQ(::kill(httpd.pid(), SIGWINCH), 0);  // apachectl graceful-stop
-    for (auto& e : examples) {
-        SCOPED_TRACE(e.path);
-        auto rsp = e.client.read_response(kIo);
-        ASSERT_TRUE(rsp) << "no answer before the work's end: " << e.client.received();
-        const int64_t answered_us = monotonic_us() - signalled;
-        EXPECT_EQ(rsp->status, 503);
-        EXPECT_EQ(rsp->headers["retry-after"], "1");
-        std::printf("example_stop_answer_us mpm=%s path=%s value=%lld\n", GetParam().c_str(),
-                    e.path.c_str(), static_cast<long long>(answered_us));
-        e.client.close_fin();  // httpd's lingering close need not wait for us
+    for (auto& t : cases) {
+        SCOPED_TRACE(t.target);
+        if (t.started) {
+            EXPECT_TRUE(t.client.read_all_until_close(kIo)) << t.client.received();
+            EXPECT_EQ(t.client.received().find("\r\n0\r\n\r\n"), std::string::npos)
+                << "ended as if complete: " << t.client.received();
+        } else {
+            auto rsp = t.client.read_response(kIo);
+            ASSERT_TRUE(rsp) << "no answer before the work's end: " << t.client.received();
+            EXPECT_EQ(rsp->status, 503);
+            EXPECT_EQ(rsp->headers["retry-after"], "1");
+        }
+        std::printf("example_stop_answer_us mpm=%s target=%s value=%lld\n", GetParam().c_str(),
+                    t.target.c_str(), static_cast<long long>(monotonic_us() - signalled));
+        t.client.close_fin();  // httpd's lingering close need not wait for us
     }
-    Outcomes o;
-    for (Deadline d(kLogWait); !d.expired(); std::this_thread::sleep_for(kPoll)) {
-        LogCursor all;
-        all.start_at(httpd.error_log_path(), 0);
-        o = outcomes_in(all.new_lines());
-        if (o.any(examples[0].id) > 0 && o.any(examples[1].id) > 0)
-            break;
-    }
-    for (const auto& e : examples) {
-        EXPECT_EQ(o.rolled(e.id), 1) << e.path;
-        EXPECT_EQ(o.commits(e.id), 0) << e.path;
+    // httpd's graceful stop ends by itself; then every outcome is logged.
+    for (Deadline d(kLogWait); !process_gone(httpd.pid()) && !d.expired();)
+        std::this_thread::sleep_for(kPoll);
+    EXPECT_TRUE(process_gone(httpd.pid())) << "the graceful stop still waits";
+    LogCursor all;
+    all.start_at(httpd.error_log_path(), 0);
+    const Outcomes o = outcomes_in(all.new_lines());
+    for (const auto& t : cases) {
+        EXPECT_EQ(o.rolled(t.id), 1) << t.target;
+        EXPECT_EQ(o.commits(t.id), 0) << t.target;
     }
     EXPECT_TRUE(httpd.stop());
 }
