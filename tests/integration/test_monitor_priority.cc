@@ -22,7 +22,9 @@ constexpr Millis kWait(10000);
 // it has dropped root (mod_unixd's drop_privileges hook runs after ours, which
 // starts the monitor thread and sets its priority) and its monitor thread
 // runs. Until then the threads' users differ while glibc switches them one
-// by one. 0 if that does not happen within `kWait` (or the child exited).
+// by one, the calling thread (the child's main thread, which runs the
+// drop_privileges hooks) last: once it is not root, no thread is. 0 if that
+// does not happen within `kWait` (or the child exited).
 pid_t started_monitor_of(pid_t pid) {
     for (Deadline d(kWait); !d.expired() && !process_gone(pid);) {
         const auto tids = threads_named(pid, "ag-monitor");
