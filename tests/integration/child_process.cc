@@ -1,4 +1,5 @@
 #include "child_process.h"
+#include "harness.h"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -29,18 +30,8 @@ bool ChildProcess::start(const std::vector<std::string>& argv) {
         return false;
     }
     pid_ = ::fork();
-    if (pid_ == 0) {
-        ::setpgid(0, 0);
-        ::dup2(in[0], 0);
-        ::dup2(out[1], 1);
-        ::dup2(out[1], 2);
-        std::vector<char*> args;
-        for (const auto& a : argv)
-            args.push_back(const_cast<char*>(a.c_str()));
-        args.push_back(nullptr);
-        ::execvp(args[0], args.data());
-        _exit(127);
-    }
+    if (pid_ == 0)
+        exec_in_child(argv, in[0], out[1]);
     ::close(in[0]);
     ::close(out[1]);
     in_ = in[1];

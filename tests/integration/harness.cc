@@ -261,25 +261,27 @@ std::vector<std::string> ErrorLogWatch::problems(off_t* checked_to) const {
 
 // ------------------------------------------------------------------ commands
 
+void exec_in_child(const std::vector<std::string>& argv, int in_fd, int out_fd) {
+    ::setpgid(0, 0);
+    ::dup2(in_fd, 0);
+    ::dup2(out_fd, 1);
+    ::dup2(out_fd, 2);
+    std::vector<char*> args;
+    for (const auto& a : argv)
+        args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    _exit(127);
+}
+
 CommandResult run_command(const std::vector<std::string>& argv, Millis timeout) {
     CommandResult result;
     int out[2];
     if (argv.empty() || ::pipe2(out, O_CLOEXEC) != 0)
         return result;
     pid_t pid = ::fork();
-    if (pid == 0) {
-        ::setpgid(0, 0);
-        ::dup2(out[1], 1);
-        ::dup2(out[1], 2);
-        int devnull = ::open("/dev/null", O_RDONLY);
-        ::dup2(devnull, 0);
-        std::vector<char*> args;
-        for (const auto& a : argv)
-            args.push_back(const_cast<char*>(a.c_str()));
-        args.push_back(nullptr);
-        ::execvp(args[0], args.data());
-        _exit(127);
-    }
+    if (pid == 0)
+        exec_in_child(argv, ::open("/dev/null", O_RDONLY), out[1]);
     ::close(out[1]);
     Deadline deadline(timeout);
     for (;;) {
@@ -449,6 +451,17 @@ testing::AssertionResult Httpd::prepare() {
 
 CommandResult Httpd::check_syntax() const {
     return run_command({AG_HTTPD_BIN, "-t", "-f", conf_path()}, Millis(20000));
+}
+
+CommandResult syntax_check(const std::string& extra) {
+    static std::atomic<int> n{0};
+    HttpdOptions o;
+    o.name = "syntax-" + std::to_string(++n);
+    o.extra_config = extra;
+    Httpd httpd(o);
+    auto prepared = httpd.prepare();
+    EXPECT_TRUE(prepared) << prepared.message();
+    return httpd.check_syntax();
 }
 
 bool Httpd::answers() const {

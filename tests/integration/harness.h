@@ -106,6 +106,10 @@ struct CommandResult {
 };
 // fork/exec argv[0] (PATH search), bounded by timeout, output captured.
 CommandResult run_command(const std::vector<std::string>& argv, Millis timeout);
+// In a freshly forked child: a process group of its own, stdin from `in_fd`,
+// stdout and stderr to `out_fd`, then argv[0] (PATH search); exit 127 if
+// that fails.
+[[noreturn]] void exec_in_child(const std::vector<std::string>& argv, int in_fd, int out_fd);
 
 struct HttpdOptions {
     std::string name;  // run dir: AG_TEST_WORKDIR/<name>
@@ -175,6 +179,10 @@ class Httpd {
     pid_t pid_ = -1;
     ErrorLogWatch tail_watch_;  // problems not yet attributed to a test
 };
+
+// `apache2 -t` on the standard config plus `extra`, in a run dir of its own
+// whose name holds no directive name (the output names the file).
+CommandResult syntax_check(const std::string& extra);
 
 // One running httpd per MPM for a test suite, started on first use.
 class HttpdPool {

@@ -31,18 +31,6 @@ bool has_word(const std::string& text, const std::string& word) {
     return std::regex_search(text, std::regex("\\b" + word + "\\b", std::regex::icase));
 }
 
-// Runs `apache2 -t` on the standard config plus `extra`.
-CommandResult syntax_check(const std::string& extra) {
-    static int n = 0;
-    HttpdOptions o;
-    o.name = "syntax-" + std::to_string(++n);  // no directive name in the path
-    o.extra_config = extra;
-    Httpd httpd(o);
-    auto prepared = httpd.prepare();
-    EXPECT_TRUE(prepared) << prepared.message();
-    return httpd.check_syntax();
-}
-
 void expect_rejected(const std::string& line, const std::string& directive,
                      const std::vector<std::string>& accepted) {
     CommandResult r = syntax_check(line + "\n");

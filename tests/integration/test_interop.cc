@@ -241,18 +241,6 @@ INSTANTIATE_TEST_SUITE_P(Mpm, Interop, testing::ValuesIn(all_mpms()), mpm_param_
 
 // ---------------------------------------------------------- configuration
 
-// `apache2 -t` on the standard config plus `extra` (as test_config.cc).
-CommandResult syntax_check(const std::string& extra) {
-    static int n = 0;
-    HttpdOptions o;
-    o.name = "interop-syntax-" + std::to_string(++n);
-    o.extra_config = extra;
-    Httpd httpd(o);
-    auto prepared = httpd.prepare();
-    EXPECT_TRUE(prepared) << prepared.message();
-    return httpd.check_syntax();
-}
-
 // Rejected, with a message that names the directive and `hint`.
 void expect_rejected(const std::string& line, const std::string& directive,
                      const std::string& hint) {

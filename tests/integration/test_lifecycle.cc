@@ -686,19 +686,8 @@ TEST_P(LifecycleTest, SoakGracefulRestartsUnderLoad) {
 
 // -------------------------------------------------------------- directives
 
-// `apache2 -t` on the standard config plus `extra`.
-CommandResult lifecycle_syntax(const std::string& extra) {
-    static int n = 0;
-    HttpdOptions o;
-    o.name = "life-syntax-" + std::to_string(++n);
-    o.extra_config = extra;
-    Httpd httpd(o);
-    EXPECT_TRUE(httpd.prepare());
-    return httpd.check_syntax();
-}
-
 TEST(LifecycleConfig, GoodDirectivesPass) {
-    CommandResult r = lifecycle_syntax(
+    CommandResult r = syntax_check(
         "AbortGuardGracePeriod 2m\nAbortGuardGraceAction terminate\nAbortGuardExitTimeout off\n"
         "<Location /x>\n  AbortGuardStopAborts On\n</Location>\n");
     EXPECT_EQ(r.exit_code, 0) << r.output;
@@ -715,7 +704,7 @@ TEST(LifecycleConfig, BadValuesAreRejectedWithTheDirectiveAndWhatItAccepts) {
              {"AbortGuardGraceAction kill", "AbortGuardGraceAction", {"log", "terminate"}},
              {"AbortGuardStopAborts maybe", "AbortGuardStopAborts", {"On", "Off"}},
          }) {
-        CommandResult r = lifecycle_syntax(c.line + "\n");
+        CommandResult r = syntax_check(c.line + "\n");
         EXPECT_NE(r.exit_code, 0) << "accepted: " << c.line;
         const auto tail = r.output.substr(r.output.find('\n') + 1);  // not the file name
         EXPECT_NE(tail.find(c.directive), std::string::npos) << r.output;
@@ -728,8 +717,7 @@ TEST(LifecycleConfig, BadValuesAreRejectedWithTheDirectiveAndWhatItAccepts) {
 TEST(LifecycleConfig, ProcessWideDirectivesAreRefusedInAVirtualHost) {
     for (const std::string d :
          {"AbortGuardGracePeriod 1s", "AbortGuardGraceAction log", "AbortGuardExitTimeout 1s"}) {
-        CommandResult r =
-            lifecycle_syntax("<VirtualHost 127.0.0.1:1>\n  " + d + "\n</VirtualHost>\n");
+        CommandResult r = syntax_check("<VirtualHost 127.0.0.1:1>\n  " + d + "\n</VirtualHost>\n");
         EXPECT_NE(r.exit_code, 0) << "accepted in a virtual host: " << d;
         EXPECT_NE(r.output.find("VirtualHost"), std::string::npos) << r.output;
     }

@@ -83,27 +83,17 @@ TEST_P(MonitorPriority, RunsAtTheConfiguredNiceAsTheServerUser) {
 
 INSTANTIATE_TEST_SUITE_P(Mpm, MonitorPriority, testing::ValuesIn(all_mpms()), mpm_param_name);
 
-CommandResult priority_syntax(const std::string& extra) {
-    static int n = 0;
-    HttpdOptions o;
-    o.name = "prio-syntax-" + std::to_string(++n);
-    o.extra_config = extra;
-    Httpd httpd(o);
-    EXPECT_TRUE(httpd.prepare());
-    return httpd.check_syntax();
-}
-
 TEST(MonitorPriorityConfig, BadValuesAreRejectedWithTheDirectiveAndWhatItAccepts) {
-    EXPECT_EQ(priority_syntax("AbortGuardMonitorNice -20\n").exit_code, 0);
+    EXPECT_EQ(syntax_check("AbortGuardMonitorNice -20\n").exit_code, 0);
     for (const std::string bad : {"5", "-21", "high", "-5x", "''"}) {
-        CommandResult r = priority_syntax("AbortGuardMonitorNice " + bad + "\n");
+        CommandResult r = syntax_check("AbortGuardMonitorNice " + bad + "\n");
         EXPECT_NE(r.exit_code, 0) << "accepted: " << bad;
         const auto tail = r.output.substr(r.output.find('\n') + 1);  // not the file name
         EXPECT_NE(tail.find("AbortGuardMonitorNice"), std::string::npos) << r.output;
         EXPECT_NE(tail.find("-20"), std::string::npos) << r.output;
     }
     CommandResult r =
-        priority_syntax("<VirtualHost 127.0.0.1:1>\n  AbortGuardMonitorNice -5\n</VirtualHost>\n");
+        syntax_check("<VirtualHost 127.0.0.1:1>\n  AbortGuardMonitorNice -5\n</VirtualHost>\n");
     EXPECT_NE(r.exit_code, 0) << "accepted in a virtual host";
 }
 
