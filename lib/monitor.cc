@@ -385,7 +385,8 @@ void Monitor::wake() noexcept {
 }
 
 void Monitor::run() noexcept {
-    tid_.store(static_cast<pid_t>(syscall(SYS_gettid)), std::memory_order_release);
+    tid_.store(static_cast<uint32_t>(syscall(SYS_gettid)), std::memory_order_release);
+    futex_wake_all(&tid_);
     struct epoll_event events[kBatch];
     while (!stopping_.load(std::memory_order_acquire)) {
         const int n = epoll_wait(epfd_, events, kBatch, wait_ms());
@@ -444,11 +445,12 @@ void Monitor::retire() noexcept {
 
 Status Monitor::set_nice(int nice) noexcept {
     // The thread records its id first thing; create() has just started it.
-    pid_t tid;
-    for (int i = 0; (tid = tid_.load(std::memory_order_acquire)) == 0; ++i) {
-        if (i == 1000)
+    const int64_t deadline = mono_ns() + 1000000000;
+    uint32_t tid;
+    while ((tid = tid_.load(std::memory_order_acquire)) == 0) {
+        if (mono_ns() >= deadline)
             return Status::from_errno(ESRCH, "the monitor thread did not start");
-        sleep_ns(1000000);
+        futex_wait_until(&tid_, 0, deadline);
     }
     if (setpriority(PRIO_PROCESS, static_cast<id_t>(tid), nice) != 0)
         return Status::from_errno(errno, "setpriority");

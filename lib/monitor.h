@@ -199,8 +199,9 @@ class Monitor {
     const int epfd_;
     const int wakefd_;
     std::thread thread_;
-    std::atomic<pid_t> tid_{0};  // the monitor thread's, once it runs
-    bool joined_ = false;        // owner-only
+    // The monitor thread's id once it runs (a futex word: set_nice() waits).
+    std::atomic<uint32_t> tid_{0};
+    bool joined_ = false;  // owner-only
     std::atomic<bool> stopping_{false};
     std::atomic<bool> exited_{false};
     std::atomic<bool> retired_{false};
