@@ -301,14 +301,13 @@ void detection(const Settings& st) {
         write_data(st, "noticed_" + suffix, all.noticed_us);
     }
     std::printf("\n");
-    const int mem_n = top;
-    const double per = static_cast<double>(mem_on - mem_off) / mem_n;
+    const double per = static_cast<double>(mem_on - mem_off) / top;
     std::printf(
         "Memory per monitored request (resident memory of all httpd processes with %d requests "
         "held under `AbortGuard On`, minus the same under `AbortGuard Off` (measured before and "
         "after), divided by %d): "
         "**%.0f bytes** (page-granular, so noisy at small counts).\n\n",
-        mem_n, mem_n, per);
+        top, top, per);
     auto stopped = h.stop();
     if (!stopped)
         std::printf("Note: %s\n\n", stopped.message());
