@@ -1,7 +1,9 @@
 #include "procfs.h"
 
 #include <dirent.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -119,6 +121,18 @@ size_t closing_sockets_on(const std::vector<int>& ports) {
         }
     }
     return n;
+}
+
+std::vector<pid_t> started_monitor_threads(pid_t pid, int timeout_ms) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+    while (std::chrono::steady_clock::now() < deadline && !process_gone(pid)) {
+        auto tids = threads_named(pid, "ag-monitor");
+        const ThreadInfo main = thread_info(pid, pid);
+        if (!tids.empty() && main.found && main.uid != 0)
+            return tids;
+        usleep(2000);  // polling /proc for the child's state, with a deadline
+    }
+    return {};
 }
 
 }  // namespace agtest

@@ -25,6 +25,15 @@ std::vector<pid_t> threads_named(pid_t pid, const std::string& name);
 // its owner): for a server's ports, connections it is finishing right now.
 size_t closing_sockets_on(const std::vector<int>& ports);
 
+// The ag-monitor threads of child `pid` once it has finished starting: it
+// has dropped root (mod_unixd's drop_privileges hook runs after ours, which
+// starts the monitor thread and sets its priority) and has a monitor thread.
+// Until then the threads' users differ while glibc switches them one by one,
+// the calling thread (the child's main thread) last: once it is not root, no
+// thread is. Polls /proc until then or `timeout_ms`; empty if the child
+// exited first or did not get there.
+std::vector<pid_t> started_monitor_threads(pid_t pid, int timeout_ms);
+
 struct ThreadInfo {
     bool found = false;
     int nice = 0;

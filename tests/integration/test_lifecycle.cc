@@ -47,19 +47,6 @@ std::optional<int64_t> wait_gone(pid_t pid, Millis timeout) {
     }
 }
 
-// The number of ag-monitor threads of child `pid` once it has one or more
-// (or 1 if it exited first: it cannot be checked, nor can it leak).
-int monitor_threads_once_started(pid_t pid, Millis timeout) {
-    for (Deadline deadline(timeout);;) {
-        const int n = static_cast<int>(threads_named(pid, "ag-monitor").size());
-        if (n > 0 || deadline.expired())
-            return n;
-        if (process_gone(pid))
-            return 1;
-        usleep(2000);  // polling /proc for the thread, with a deadline
-    }
-}
-
 // Open descriptors of `pid`, sockets counted apart.
 struct FdCount {
     int sockets = 0;
@@ -668,11 +655,16 @@ TEST_P(LifecycleTest, SoakGracefulRestartsUnderLoad) {
     }
     EXPECT_TRUE(lingering.empty())
         << lingering.size() << " old child(ren) still run, e.g. pid " << lingering.front();
-    // Each child has one monitor thread once its child_init has run; a
-    // child the parent forked a moment ago (spare-thread maintenance) may
-    // not have reached it yet, so each is awaited, with a deadline.
-    for (pid_t p : children_of(parent))
-        EXPECT_EQ(monitor_threads_once_started(p, kLogWait), 1) << "child " << p;
+    // Each child has one monitor thread once it has started; a child the
+    // parent forked a moment ago (spare-thread maintenance) may not have
+    // got there yet, so each is awaited, with a deadline (one that exited
+    // meanwhile cannot leak a thread).
+    for (pid_t p : children_of(parent)) {
+        const auto monitors = started_monitor_threads(p, static_cast<int>(kLogWait.count()));
+        if (!process_gone(p)) {
+            EXPECT_EQ(monitors.size(), 1u) << "child " << p;
+        }
+    }
     EXPECT_TRUE(threads_named(parent, "ag-monitor").empty()) << "the parent runs a monitor thread";
     const FdCount parent_after = count_fds(parent);
     EXPECT_EQ(parent_after.others, parent_fds.others) << "the parent leaked descriptors";

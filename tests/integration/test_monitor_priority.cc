@@ -18,24 +18,6 @@ namespace {
 
 constexpr Millis kWait(10000);
 
-// The monitor thread of child `pid` once the child has finished starting:
-// it has dropped root (mod_unixd's drop_privileges hook runs after ours, which
-// starts the monitor thread and sets its priority) and its monitor thread
-// runs. Until then the threads' users differ while glibc switches them one
-// by one, the calling thread (the child's main thread, which runs the
-// drop_privileges hooks) last: once it is not root, no thread is. 0 if that
-// does not happen within `kWait` (or the child exited).
-pid_t started_monitor_of(pid_t pid) {
-    for (Deadline d(kWait); !d.expired() && !process_gone(pid);) {
-        const auto tids = threads_named(pid, "ag-monitor");
-        const ThreadInfo main = thread_info(pid, pid);
-        if (!tids.empty() && main.found && main.uid != 0)
-            return tids.front();
-        usleep(2000);  // polling /proc for the child's state, with a deadline
-    }
-    return 0;
-}
-
 class MonitorPriority : public testing::TestWithParam<std::string> {
   protected:
     // Starts an httpd with `extra` and checks each child's threads: the
@@ -56,7 +38,8 @@ class MonitorPriority : public testing::TestWithParam<std::string> {
         const auto children = children_of(h.pid());
         ASSERT_FALSE(children.empty());
         for (pid_t child : children) {
-            const pid_t monitor = started_monitor_of(child);
+            const auto started = started_monitor_threads(child, static_cast<int>(kWait.count()));
+            const pid_t monitor = started.empty() ? 0 : started.front();
             if (monitor == 0 && process_gone(child))
                 continue;  // replaced meanwhile: nothing to check
             ASSERT_NE(monitor, 0) << "child " << child
