@@ -31,6 +31,7 @@
 #include "httpd.h"
 #include "http_config.h"
 #include "http_log.h"
+#include "http_main.h"
 #include "http_protocol.h"
 #include "apr_strings.h"
 
@@ -69,6 +70,13 @@ static const char* query_arg(request_rec* r, const char* name, const char* dflt)
  * commit is registered only once the work is done: a request cut short by
  * the stop notice completes without an abort, and must not commit. */
 static void rollback(request_rec* r, void* data, int aborted) {
+    /* Under AbortGuardGraceAction terminate this runs on mod_abortguard's
+     * monitor thread while the hung handler still uses r: not a word to r. */
+    if (aborted == ABORTGUARD_ABORTED_TERMINATING) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, ap_server_conf,
+                     "AGX0001: transaction %s rolled back", (const char*)data);
+        return;
+    }
     ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, "AGX0001: transaction %s rolled back",
                   (const char*)data);
 }

@@ -29,6 +29,7 @@
 
 #include "abortguard.hpp"
 #include "http_config.h"
+#include "http_main.h"
 #include "http_protocol.h"
 
 extern "C" module AP_MODULE_DECLARE_DATA abortguard_example_cxx_module;
@@ -52,6 +53,17 @@ long g_ledger = 0;  // commits of this process, guarded by g_ledger_mu
 
 void log_notice(request_rec* r, const char* what, const std::string& id) {
     ap_log_rerror(APLOG_MARK, APLOG_NOTICE, 0, r, "AGX0011: transaction %s %s", id.c_str(), what);
+}
+
+// A cleanup that may run with Outcome::kTerminating (on the monitor thread,
+// while the hung handler still uses r) logs without r.
+void log_notice(request_rec* r, abortguard::Outcome how, const char* what, const std::string& id) {
+    if (how == abortguard::Outcome::kTerminating) {
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, ap_server_conf, "AGX0011: transaction %s %s",
+                     id.c_str(), what);
+        return;
+    }
+    log_notice(r, what, id);
 }
 
 // A response already started cannot change its status: it ends truncated,
@@ -106,7 +118,9 @@ int handle(abortguard::Request& req) {
     if (query_arg(r, "throw", "0") == "1")
         throw std::runtime_error("handler failed on purpose");
     ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r, "AGX0014: transaction %s begun", id.c_str());
-    const auto rollback = [r, id](bool) { log_notice(r, "rolled back", id); };
+    const auto rollback = [r, id](abortguard::Outcome how) {
+        log_notice(r, how, "rolled back", id);
+    };
     req.on_cleanup(rollback, abortguard::When::kOnAbort);
     abortguard::FileLockGuard lock;  // released on every way out of here
     const std::string lock_path = query_arg(r, "lock", "");

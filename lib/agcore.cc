@@ -34,7 +34,8 @@ struct ag_lifecycle {
 };
 struct ag_state {
     RequestState impl;
-    ag_state(const char* uri, const char* handler, unsigned flags) : impl(uri, handler, flags) {}
+    ag_state(const char* uri, const char* handler, unsigned flags, uint64_t vhost)
+        : impl(uri, handler, flags, vhost) {}
 };
 // ag_lock is never defined: an ag_lock* is a RequestState::HeldLock*.
 
@@ -48,6 +49,10 @@ void copy_message(const std::string& msg, char* err, size_t errlen) {
 
 int errno_of(const abortguard::Status& st) {
     return st.code() > 0 ? st.code() : EIO;
+}
+
+int errno_or_zero(const abortguard::Status& st) {
+    return st.is_ok() ? 0 : errno_of(st);
 }
 
 // Runs `create` (which returns a Status), turning a failure or an exception
@@ -95,6 +100,14 @@ const char* ag_reason_name(ag_reason_e reason) {
 
 int64_t ag_now_ns(void) {
     return abortguard::mono_ns();
+}
+
+int64_t ag_us_to_ns(int64_t us) {
+    return abortguard::sat_mul(us, 1000);
+}
+
+int ag_on_monitor_thread(void) {
+    return Monitor::on_a_monitor_thread() ? 1 : 0;
 }
 
 int ag_parse_duration(const char* text, int64_t* ns) {
@@ -205,19 +218,11 @@ void ag_conn_remove(ag_lifecycle* l, int slot) {
         t->remove(slot);
 }
 
-int ag_cleanup_terminating(void) {
-    return abortguard::Lifecycle::in_terminate() ? 1 : 0;
-}
-
-ag_state* ag_state_create(const char* uri, const char* handler) {
-    return ag_state_create_ex(uri, handler, 0);
-}
-
-ag_state* ag_state_create_ex(const char* uri, const char* handler, unsigned flags) {
+ag_state* ag_state_create(const char* uri, const char* handler, uint64_t vhost, unsigned flags) {
     unsigned f = 0;
     if (flags & AG_STATE_STOP_ABORTS)
         f |= RequestState::kStopAborts;
-    return new (std::nothrow) ag_state(uri, handler, f);
+    return new (std::nothrow) ag_state(uri, handler, f, vhost);
 }
 
 int ag_state_destroy(ag_state* s) {
@@ -246,11 +251,6 @@ int ag_state_abort(ag_state* s, ag_reason_e reason) {
     return s->impl.token().abort(static_cast<Reason>(reason), abortguard::mono_ns()) ? 1 : 0;
 }
 
-int ag_state_wait(const ag_state* s, int64_t timeout_ns) {
-    const auto& token = s->impl.token();
-    return token.wait_until(abortguard::mono_ns() + timeout_ns) ? 1 : 0;
-}
-
 int ag_state_stopping(const ag_state* s) {
     // A stop-abort is published an instant before the stop bit.
     const auto& t = s->impl.token();
@@ -258,7 +258,7 @@ int ag_state_stopping(const ag_state* s) {
 }
 
 int ag_state_wait_event(const ag_state* s, int64_t timeout_ns) {
-    switch (s->impl.token().wait_event(abortguard::mono_ns() + timeout_ns)) {
+    switch (s->impl.token().wait_event(abortguard::deadline_after(timeout_ns))) {
         case abortguard::Token::Wake::kAborted:
             return AG_WAIT_ABORTED;
         case abortguard::Token::Wake::kStopped:
@@ -276,27 +276,23 @@ void ag_state_set_response_done(ag_state* s) {
 int ag_state_on_abort(ag_state* s, ag_abort_fn* fn, void* arg) {
     try {
         auto cb = [fn, arg](Reason r) { fn(arg, static_cast<int>(r)); };
-        return s->impl.token().on_abort(cb) ? 0 : ENOMEM;
+        return errno_or_zero(s->impl.on_abort(cb));
     } catch (...) {
         return ENOMEM;
     }
 }
 
-int ag_state_add_cleanup(ag_state* s, ag_cleanup_fn* fn, void* arg, int when,
-                         const void* identity) {
-    if (fn == nullptr || when < AG_WHEN_ON_ABORT || when > AG_WHEN_ALWAYS)
+int ag_state_add_cleanup(ag_state* s, ag_cleanup_fn* tramp, ag_any_fn* user, void* arg1, void* arg2,
+                         int when, const void* identity) {
+    if (tramp == nullptr || when < AG_WHEN_ON_ABORT || when > AG_WHEN_ALWAYS)
         return EINVAL;
     try {
-        abortguard::CleanupRegistry* reg = s->impl.cleanups();
-        if (reg == nullptr)
-            return ENOMEM;
         // 2: run by the monitor thread for a terminate grace action.
-        auto call = [fn, arg](bool aborted) {
-            fn(arg, aborted ? (abortguard::Lifecycle::in_terminate() ? 2 : 1) : 0);
+        auto call = [tramp, user, arg1, arg2](bool aborted) {
+            tramp(user, arg1, arg2, aborted ? (abortguard::Lifecycle::in_terminate() ? 2 : 1) : 0);
         };
-        if (reg->add(call, static_cast<abortguard::When>(when), identity))
-            return 0;
-        return reg->closed() ? ECANCELED : ENOMEM;
+        return errno_or_zero(
+            s->impl.add_cleanup(call, static_cast<abortguard::When>(when), identity));
     } catch (...) {
         return ENOMEM;
     }
@@ -309,29 +305,26 @@ void ag_state_run_cleanups(ag_state* s, int aborted, int64_t slow_ns, ag_registr
 }
 
 int ag_state_lock_file(ag_state* s, const char* path, int exclusive, int64_t timeout_ns,
-                       int64_t warn_ns, ag_lock** out) {
+                       int64_t warn_ns, ag_lock_ref* out) {
     try {
-        const int64_t deadline =
-            timeout_ns < 0 ? abortguard::FileLock::kNoDeadline : abortguard::mono_ns() + timeout_ns;
+        const int64_t deadline = timeout_ns < 0 ? abortguard::FileLock::kNoDeadline
+                                                : abortguard::deadline_after(timeout_ns);
         const auto mode =
             exclusive ? abortguard::LockMode::kExclusive : abortguard::LockMode::kShared;
-        RequestState::HeldLock* held = nullptr;
+        RequestState::LockRef held;
         abortguard::Status st = s->impl.lock_file(path, mode, deadline, warn_ns, &held);
         if (!st.is_ok())
             return errno_of(st);
-        *out = reinterpret_cast<ag_lock*>(held);
+        *out = ag_lock_ref{reinterpret_cast<ag_lock*>(held.rec), held.gen};
         return 0;
     } catch (...) {
         return ENOMEM;
     }
 }
 
-void ag_lock_release(ag_lock* lock) {
-    RequestState::release_lock(reinterpret_cast<RequestState::HeldLock*>(lock));
-}
-
-int ag_state_release_locks(ag_state* s) {
-    return s->impl.release_locks();
+void ag_lock_release(ag_lock_ref lock) {
+    RequestState::release_lock(
+        RequestState::LockRef{reinterpret_cast<RequestState::HeldLock*>(lock.rec), lock.gen});
 }
 
 void ag_inflight_foreach(ag_inflight_fn* fn, void* ctx) {

@@ -44,7 +44,13 @@ typedef enum {
 typedef struct ag_monitor ag_monitor;
 typedef struct ag_lifecycle ag_lifecycle; /* the child's stop/grace/exit logic */
 typedef struct ag_state ag_state;         /* one request: token, cleanups, locks */
-typedef struct ag_lock ag_lock;           /* a file lock bound to a request */
+typedef struct ag_lock ag_lock;           /* a lock record of a request, reused once released */
+/* A file lock bound to a request: the record and its generation (a handle
+ * whose lock was released and whose record was reused is stale: ignored). */
+typedef struct {
+    ag_lock* rec;
+    uint32_t gen;
+} ag_lock_ref;
 typedef uint64_t ag_watch_id;
 
 #define AG_WATCH_IGNORE_HALF_CLOSE 1u
@@ -54,7 +60,12 @@ typedef uint64_t ag_watch_id;
 typedef void ag_log_sink_fn(ag_log_level_e level, const char* message, void* ctx);
 /* reason: an ag_reason_e value */
 typedef void ag_abort_fn(void* arg, int reason);
-typedef void ag_cleanup_fn(void* arg, int aborted);
+/* A cleanup: the caller's trampoline gets back the caller's function (cast
+ * to a generic function pointer, which C allows and reverses) and two
+ * arguments. aborted: 0, 1, or 2 when a terminate grace action runs it on
+ * the monitor thread (the public ABORTGUARD_ABORTED_TERMINATING). */
+typedef void ag_any_fn(void);
+typedef void ag_cleanup_fn(ag_any_fn* user, void* arg1, void* arg2, int aborted);
 
 /* Mirrors abortguard::When; equal to the public ABORTGUARD_ON_* values. */
 #define AG_WHEN_ON_ABORT 1
@@ -71,6 +82,7 @@ typedef struct {
 
 /* One in-flight request, as the status page shows it. */
 typedef struct {
+    uint64_t vhost;           /* the creator's name for its virtual host */
     int64_t start_ns;         /* CLOCK_MONOTONIC */
     int64_t aborted_at_ns;    /* 0 while running */
     int reason;               /* ag_reason_e */
@@ -97,6 +109,11 @@ const char* ag_reason_name(ag_reason_e reason);
 
 /* CLOCK_MONOTONIC in nanoseconds. */
 int64_t ag_now_ns(void);
+/* Microseconds to nanoseconds, saturating at INT64_MIN/INT64_MAX. */
+int64_t ag_us_to_ns(int64_t us);
+/* Nonzero on a monitor thread (an abort callback, a grace action): code
+ * that may run there must neither block nor touch request memory. */
+int ag_on_monitor_thread(void);
 
 /* "250ms", "2s", "1m" -> nanoseconds; returns 1 on success, 0 otherwise. */
 int ag_parse_duration(const char* text, int64_t* ns);
@@ -159,18 +176,14 @@ int ag_conn_busy(ag_lifecycle* l, int slot);
 /* Synchronous: afterwards the fd is never touched; call before closing it. */
 void ag_conn_remove(ag_lifecycle* l, int slot);
 
-/* Nonzero on the monitor thread while it runs a request's cleanups for
- * AbortGuardGraceAction terminate. */
-int ag_cleanup_terminating(void);
-
 /* ---- A request's state (request_state.h) ---- */
 
-/* Listed in this process's in-flight table until destroyed. NULL when out
- * of memory. */
-ag_state* ag_state_create(const char* uri, const char* handler);
-/* AG_STATE_STOP_ABORTS: the stop notice aborts it (reason server-stop). */
+/* Listed in this process's in-flight table until destroyed; `vhost` names
+ * its virtual host there (the status page filters on it). NULL when out of
+ * memory. AG_STATE_STOP_ABORTS: the stop notice aborts it (reason
+ * server-stop). */
 #define AG_STATE_STOP_ABORTS 1u
-ag_state* ag_state_create_ex(const char* uri, const char* handler, unsigned flags);
+ag_state* ag_state_create(const char* uri, const char* handler, uint64_t vhost, unsigned flags);
 /* Releases locks still held (returns how many) and frees everything. */
 int ag_state_destroy(ag_state* s);
 
@@ -180,12 +193,12 @@ int64_t ag_state_aborted_at_ns(const ag_state* s);
 int64_t ag_state_start_ns(const ag_state* s);
 /* Aborts with `reason` now; returns 1 if this call aborted it. */
 int ag_state_abort(ag_state* s, ag_reason_e reason);
-/* Blocks until aborted or timeout_ns passed; returns ag_state_aborted(). */
-int ag_state_wait(const ag_state* s, int64_t timeout_ns);
 /* The stop notice reached the request (see Token::stop). */
 int ag_state_stopping(const ag_state* s);
-/* As ag_state_wait, but also ends at the stop notice (once per wait; see
- * Token::wait_event): AG_WAIT_TIMEOUT, AG_WAIT_ABORTED or AG_WAIT_STOPPED. */
+/* Blocks until the request is aborted, the stop notice interrupts the wait
+ * (once per wait; see Token::wait_event) or timeout_ns passed (saturating:
+ * INT64_MAX waits for ever): AG_WAIT_TIMEOUT, AG_WAIT_ABORTED or
+ * AG_WAIT_STOPPED. */
 #define AG_WAIT_TIMEOUT 0
 #define AG_WAIT_ABORTED 1
 #define AG_WAIT_STOPPED 2
@@ -193,26 +206,30 @@ int ag_state_wait_event(const ag_state* s, int64_t timeout_ns);
 /* The handler's response is complete; a stop notice no longer applies. */
 void ag_state_set_response_done(ag_state* s);
 /* Calls fn(arg, reason) once when the request is aborted, on the aborting
- * thread, or at once if it already is. Returns 0 or ENOMEM. */
+ * thread, or at once if it already is. Returns 0, ENOSPC (the request's
+ * bound on callbacks) or ENOMEM. */
 int ag_state_on_abort(ag_state* s, ag_abort_fn* fn, void* arg);
 
-/* Cleanups (registry.h). `identity` (usually the user's function) names it
- * in log lines. Returns 0, EINVAL for a bad `when`, ECANCELED once run, or
+/* Cleanups (registry.h): tramp(user, arg1, arg2, aborted); nothing is
+ * allocated in the caller's memory, so any thread may add one. `identity`
+ * (usually the user's function) names it in log lines. Returns 0, EINVAL
+ * for a bad `when`, ECANCELED once run, ENOSPC (the request's bound) or
  * ENOMEM. */
-int ag_state_add_cleanup(ag_state* s, ag_cleanup_fn* fn, void* arg, int when, const void* identity);
+int ag_state_add_cleanup(ag_state* s, ag_cleanup_fn* tramp, ag_any_fn* user, void* arg1, void* arg2,
+                         int when, const void* identity);
 /* Runs the selected cleanups newest first, once; slow_ns 0: no threshold. */
 void ag_state_run_cleanups(ag_state* s, int aborted, int64_t slow_ns, ag_registry_summary* out);
 
 /* Locks `path` (file_lock.h) for the request, waiting up to timeout_ns
- * (negative: forever). Returns 0, ETIMEDOUT, ECONNABORTED (the client left
- * while waiting), or the errno of open/lock. A lock held longer than
- * warn_ns (0: never) is logged at warn when released. */
+ * (negative: forever; saturating). Returns 0, ETIMEDOUT, ECONNABORTED (the
+ * client left while waiting), ENOSPC (the request holds its bound of
+ * locks), ELOOP (a symlink), EINVAL (not a regular file), or the errno of
+ * open/lock. A lock held longer than warn_ns (0: never) is logged at warn
+ * when released. */
 int ag_state_lock_file(ag_state* s, const char* path, int exclusive, int64_t timeout_ns,
-                       int64_t warn_ns, ag_lock** out);
-/* Harmless when already released; `lock` stays valid until the state goes. */
-void ag_lock_release(ag_lock* lock);
-/* Releases every lock the request still holds; returns how many. */
-int ag_state_release_locks(ag_state* s);
+                       int64_t warn_ns, ag_lock_ref* out);
+/* Harmless when already released or stale; valid until the state goes. */
+void ag_lock_release(ag_lock_ref lock);
 
 /* This process's in-flight requests; fn runs under the table's lock: copy,
  * don't block. */

@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,18 +21,33 @@ constexpr int64_t kMaxPauseNs = 2 * 1000 * 1000;
 
 enum class Attempt { kHeld, kBusy, kFailed };
 
+// O_NOFOLLOW: a symlink planted in a shared lock directory must not make
+// httpd open or create a file elsewhere as its user. O_NONBLOCK: opening a
+// FIFO planted there must not block (it is then refused as not a regular
+// file). Only the last component is protected; the directories on the way
+// are the admin's.
+constexpr int kOpenFlags = O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+
 int open_for(const char* path, LockMode mode) {
     int fd;
     do {
-        fd = sys::open_file(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+        fd = sys::open_file(path, O_RDWR | O_CREAT | kOpenFlags, 0644);
     } while (fd < 0 && errno == EINTR);
     // A shared (read) lock needs only read access.
     if (fd < 0 && errno == EACCES && mode == LockMode::kShared) {
         do {
-            fd = sys::open_file(path, O_RDONLY | O_CLOEXEC, 0);
+            fd = sys::open_file(path, O_RDONLY | kOpenFlags, 0);
         } while (fd < 0 && errno == EINTR);
     }
     return fd;
+}
+
+// 0, or the errno that refuses `fd` as a lock file.
+int check_regular(int fd) {
+    struct stat st;
+    if (fstat(fd, &st) != 0)
+        return errno;
+    return S_ISREG(st.st_mode) ? 0 : EINVAL;
 }
 
 Attempt try_lock(int fd, LockMode mode, LockApi api, int* err) {
@@ -96,6 +112,8 @@ Status FileLock::acquire(const char* path, LockMode mode, int64_t deadline_ns, c
         return Status::from_errno(err, std::string("open ") + path);
     }
     FileLock lock(fd, api);  // closes fd on every early return
+    if (const int err = check_regular(fd))
+        return Status::from_errno(err, std::string("not a regular file: ") + path);
     int64_t pause = kFirstPauseNs;
     for (;;) {
         int err = 0;
@@ -111,7 +129,7 @@ Status FileLock::acquire(const char* path, LockMode mode, int64_t deadline_ns, c
         const int64_t now = mono_ns();
         if (now >= deadline_ns)
             return Status::from_errno(ETIMEDOUT, "waiting for the lock");
-        if (pause_until(std::min(deadline_ns, now + pause), cancel)) {
+        if (pause_until(std::min(deadline_ns, sat_add(now, pause)), cancel)) {
             return Status::from_errno(ECONNABORTED, "the client went away");
         }
         pause = std::min(pause * 2, kMaxPauseNs);

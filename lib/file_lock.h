@@ -44,7 +44,9 @@ class FileLock {
     // until CLOCK_MONOTONIC `deadline_ns` (kNoDeadline: forever; a past
     // deadline: one try). Errors: ETIMEDOUT when the deadline passed,
     // ECONNABORTED when `cancel` (may be null) was aborted while waiting —
-    // in both cases no lock is held — or the errno of open/lock.
+    // in both cases no lock is held — ELOOP when `path` is a symlink (never
+    // followed), EINVAL when it is not a regular file, or the errno of
+    // open/lock.
     static Status acquire(const char* path, LockMode mode, int64_t deadline_ns, const Token* cancel,
                           FileLock* out, LockApi api = LockApi::kOfd);
 

@@ -142,7 +142,7 @@ void Lifecycle::notify_stop(bool graceful) noexcept {
         none = 0;
         exit_ns_.compare_exchange_strong(none, now, std::memory_order_acq_rel);
         if (config_.exit_timeout_ns > 0)
-            arm_backstop(config_.exit_timeout_ns + kSecond);
+            arm_backstop(sat_add(config_.exit_timeout_ns, kSecond));
     }
     monitor_->post(graceful ? kPostStop : kPostStop | kPostUngraceful);
 }
@@ -151,7 +151,7 @@ void Lifecycle::notify_exit() noexcept {
     int64_t none = 0;
     exit_ns_.compare_exchange_strong(none, mono_ns(), std::memory_order_acq_rel);
     if (config_.exit_timeout_ns > 0)
-        arm_backstop(config_.exit_timeout_ns + kSecond);
+        arm_backstop(sat_add(config_.exit_timeout_ns, kSecond));
     monitor_->post(kPostExit);
 }
 
@@ -233,7 +233,7 @@ void Lifecycle::on_state_aborted(RequestState* state) noexcept {
 
 uint64_t Lifecycle::arm_grace(void* self_arg, RequestState* state) {
     auto* self = static_cast<Lifecycle*>(self_arg);
-    const int64_t deadline = state->token().aborted_at_ns() + self->config_.grace_ns;
+    const int64_t deadline = sat_add(state->token().aborted_at_ns(), self->config_.grace_ns);
     Monitor::TimerId id = 0;
     if (!self->monitor_->add_timer(deadline, &Lifecycle::grace_fired, state, &id).is_ok()) {
         AG_LOG(kWarn, "AG0604: cannot arm a grace timer (out of memory)");

@@ -24,6 +24,8 @@ namespace abortguard {
 
 namespace {
 
+thread_local bool t_monitor_thread = false;
+
 // The eventfd's key; slot keys always have a non-zero generation in the
 // upper half, so they can never collide with it.
 constexpr uint64_t kWakeKey = 0;
@@ -134,7 +136,7 @@ bool Monitor::stop(int64_t bound_ns) noexcept {
     stopping_.store(true, std::memory_order_release);
     wake();
     // Poll instead of waiting on a condition: no lock, signal-safe calls only.
-    const int64_t deadline = mono_ns() + bound_ns;
+    const int64_t deadline = deadline_after(bound_ns);
     while (!exited_.load(std::memory_order_acquire)) {
         if (mono_ns() >= deadline)
             return false;
@@ -385,6 +387,7 @@ void Monitor::wake() noexcept {
 }
 
 void Monitor::run() noexcept {
+    t_monitor_thread = true;
     tid_.store(static_cast<uint32_t>(syscall(SYS_gettid)), std::memory_order_release);
     futex_wake_all(&tid_);
     struct epoll_event events[kBatch];
@@ -455,6 +458,10 @@ Status Monitor::set_nice(int nice) noexcept {
     if (setpriority(PRIO_PROCESS, static_cast<id_t>(tid), nice) != 0)
         return Status::from_errno(errno, "setpriority");
     return Status::ok();
+}
+
+bool Monitor::on_a_monitor_thread() noexcept {
+    return t_monitor_thread;
 }
 
 bool Monitor::on_monitor_thread() const noexcept {

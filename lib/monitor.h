@@ -131,6 +131,9 @@ class Monitor {
 
     // Whether the caller is the monitor thread.
     bool on_monitor_thread() const noexcept;
+    // Whether the caller is any Monitor's thread (an abort callback or a
+    // timer running): code that may be called from there must not block.
+    static bool on_a_monitor_thread() noexcept;
 
     // Sets the monitor thread's nice value (setpriority on its thread id):
     // a negative one lets it run before the request threads it wakes, so

@@ -25,6 +25,21 @@ bool CleanupRegistry::add(Fn fn, When when, const void* identity, std::string la
     }
 }
 
+CleanupRegistry::Added CleanupRegistry::add_bounded(Fn fn, When when, const void* identity,
+                                                    size_t limit) noexcept {
+    try {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (done_)
+            return Added::kClosed;
+        if (entries_.size() >= limit)
+            return Added::kFull;
+        entries_.push_back(Entry{std::move(fn), when, identity, {}});
+        return Added::kYes;
+    } catch (const std::bad_alloc&) {
+        return Added::kNoMemory;
+    }
+}
+
 bool CleanupRegistry::closed() const {
     std::lock_guard<std::mutex> lock(mu_);
     return done_;

@@ -48,6 +48,10 @@ class CleanupRegistry {
     // when out of memory.
     bool add(Fn fn, When when, const void* identity, std::string label = {}) noexcept;
 
+    // add() that refuses once `limit` cleanups are registered.
+    enum class Added { kYes, kFull, kClosed, kNoMemory };
+    Added add_bounded(Fn fn, When when, const void* identity, size_t limit) noexcept;
+
     // Runs the selected cleanups; a cleanup slower than `slow_ns` (0: no
     // threshold) is logged at warn. A second call runs nothing.
     Summary run(bool aborted, int64_t slow_ns) noexcept;

@@ -13,6 +13,7 @@ namespace abortguard {
 
 struct RequestState::HeldLock {
     RequestState* owner;
+    uint32_t gen;  // guarded by owner->mu_; bumped each time the record is reused
     std::string path;
     LockMode mode;
     int64_t since_ns;
@@ -42,8 +43,9 @@ void copy_truncated(char* dst, size_t len, const char* src) {
 
 }  // namespace
 
-RequestState::RequestState(const char* uri, const char* handler, unsigned flags) noexcept
-    : start_ns_(mono_ns()), flags_(flags) {
+RequestState::RequestState(const char* uri, const char* handler, unsigned flags,
+                           uint64_t vhost) noexcept
+    : start_ns_(mono_ns()), vhost_(vhost), flags_(static_cast<uint8_t>(flags)) {
     copy_truncated(uri_, sizeof uri_, uri);
     copy_truncated(handler_, sizeof handler_, handler);
     static const bool hooked = (Token::set_owner_hook(&RequestState::on_token_aborted), true);
@@ -76,11 +78,61 @@ void RequestState::arm_grace(ArmFn arm, void* owner) noexcept {
     grace_timer_ = arm(owner, this);
 }
 
+void RequestState::note_bound(Bound which, const char* what, size_t limit) noexcept {
+    if (bounds_logged_.fetch_or(which, std::memory_order_relaxed) & which)
+        return;
+    AG_LOG(kWarn, "AG0131: %s registered more than %zu %s; refusing more for this request", uri_,
+           limit, what);
+}
+
+Status RequestState::add_cleanup(CleanupRegistry::Fn fn, When when, const void* identity) noexcept {
+    CleanupRegistry* reg = cleanups_.load(std::memory_order_acquire);
+    if (reg == nullptr) {
+        CleanupRegistry* fresh = new (std::nothrow) CleanupRegistry;
+        if (fresh == nullptr)
+            return Status::from_errno(ENOMEM, "creating the cleanup registry");
+        // Another thread may create one, or run_cleanups() close, meanwhile.
+        if (cleanups_.compare_exchange_strong(reg, fresh, std::memory_order_acq_rel))
+            reg = fresh;
+        else
+            delete fresh;
+    }
+    if (reg == closed_registry())
+        return Status::from_errno(ECANCELED, "the cleanups have run");
+    switch (reg->add_bounded(std::move(fn), when, identity, kMaxCleanups)) {
+        case CleanupRegistry::Added::kYes:
+            return Status::ok();
+        case CleanupRegistry::Added::kFull:
+            note_bound(kBoundCleanups, "cleanups", kMaxCleanups);
+            return Status::from_errno(ENOSPC, "too many cleanups");
+        case CleanupRegistry::Added::kClosed:
+            return Status::from_errno(ECANCELED, "the cleanups have run");
+        case CleanupRegistry::Added::kNoMemory:
+            break;
+    }
+    return Status::from_errno(ENOMEM, "adding a cleanup");
+}
+
+Status RequestState::on_abort(Token::Callback cb) noexcept {
+    // Counted before it is added: concurrent callers cannot overshoot.
+    if (abort_callbacks_.fetch_add(1, std::memory_order_relaxed) >= kMaxAbortCallbacks) {
+        abort_callbacks_.fetch_sub(1, std::memory_order_relaxed);
+        note_bound(kBoundCallbacks, "abort callbacks", kMaxAbortCallbacks);
+        return Status::from_errno(ENOSPC, "too many abort callbacks");
+    }
+    if (token_.on_abort(std::move(cb)))
+        return Status::ok();
+    abort_callbacks_.fetch_sub(1, std::memory_order_relaxed);
+    return Status::from_errno(ENOMEM, "adding an abort callback");
+}
+
 CleanupRegistry::Summary RequestState::run_cleanups(bool aborted, int64_t slow_ns) noexcept {
     int64_t none = 0;
     ending_since_ns_.compare_exchange_strong(none, mono_ns(), std::memory_order_relaxed);
-    CleanupRegistry* reg = cleanups_if_any();
-    return reg != nullptr ? reg->run(aborted, slow_ns) : CleanupRegistry::Summary{};
+    CleanupRegistry* reg = nullptr;
+    if (cleanups_.compare_exchange_strong(reg, closed_registry(), std::memory_order_acq_rel))
+        return CleanupRegistry::Summary{};  // none registered; later ones are refused
+    return reg != closed_registry() ? reg->run(aborted, slow_ns) : CleanupRegistry::Summary{};
 }
 
 RequestState::~RequestState() {
@@ -105,22 +157,17 @@ RequestState::~RequestState() {
             next_->prev_ = prev_;
     }
     release_locks();
-    delete cleanups_.load(std::memory_order_acquire);
+    delete cleanups_if_any();
 }
 
-CleanupRegistry* RequestState::cleanups() noexcept {
+CleanupRegistry* RequestState::closed_registry() noexcept {
+    static char marker;  // never dereferenced
+    return reinterpret_cast<CleanupRegistry*>(&marker);
+}
+
+CleanupRegistry* RequestState::cleanups_if_any() noexcept {
     CleanupRegistry* reg = cleanups_.load(std::memory_order_acquire);
-    if (reg != nullptr)
-        return reg;
-    CleanupRegistry* fresh = new (std::nothrow) CleanupRegistry;
-    if (fresh == nullptr)
-        return nullptr;
-    // Another thread may create one at the same time: one wins.
-    if (!cleanups_.compare_exchange_strong(reg, fresh, std::memory_order_acq_rel)) {
-        delete fresh;
-        return reg;
-    }
-    return fresh;
+    return reg == closed_registry() ? nullptr : reg;
 }
 
 UpstreamCut* RequestState::upstream() noexcept {
@@ -129,43 +176,75 @@ UpstreamCut* RequestState::upstream() noexcept {
     return upstream_.get();
 }
 
+// A released record to reuse, or nullptr. Under mu_.
+RequestState::HeldLock* RequestState::free_record() noexcept {
+    for (const auto& l : locks_) {
+        if (!l->lock.held())
+            return l.get();
+    }
+    return nullptr;
+}
+
 Status RequestState::lock_file(const char* path, LockMode mode, int64_t deadline_ns,
-                               int64_t warn_ns, HeldLock** out) {
+                               int64_t warn_ns, LockRef* out) {
+    {
+        std::lock_guard<std::mutex> guard(mu_);
+        if (free_record() == nullptr && locks_.size() >= kMaxLocksHeld) {
+            note_bound(kBoundLocks, "locks held at once", kMaxLocksHeld);
+            return Status::from_errno(ENOSPC, "too many locks held");
+        }
+    }
     FileLock lock;
     Status st = FileLock::acquire(path, mode, deadline_ns, &token_, &lock);
     if (!st.is_ok())
         return st;
     try {
-        auto held = std::make_unique<HeldLock>(
-            HeldLock{this, path, mode, mono_ns(), warn_ns, std::move(lock)});
+        std::string name(path);
         std::lock_guard<std::mutex> guard(mu_);
-        locks_.push_back(std::move(held));
-        *out = locks_.back().get();
+        HeldLock* rec = free_record();
+        if (rec == nullptr) {
+            if (locks_.size() >= kMaxLocksHeld)  // another thread took the last room
+                return Status::from_errno(ENOSPC, "too many locks held");
+            locks_.push_back(std::make_unique<HeldLock>(HeldLock{this, 0, {}, mode, 0, 0, {}}));
+            rec = locks_.back().get();
+        }
+        ++rec->gen;
+        rec->path.swap(name);
+        rec->mode = mode;
+        rec->since_ns = mono_ns();
+        rec->warn_ns = warn_ns;
+        rec->lock = std::move(lock);
+        *out = LockRef{rec, rec->gen};
         return Status::ok();
     } catch (const std::bad_alloc&) {
         return Status::from_errno(ENOMEM, "recording the lock");  // `lock` releases it
     }
 }
 
-bool RequestState::release(HeldLock* held) noexcept {
+bool RequestState::release(HeldLock* held, uint32_t gen) noexcept {
     FileLock doomed;
+    int64_t since_ns, warn_ns;
+    char path[128];
     {
         std::lock_guard<std::mutex> guard(mu_);
-        if (!held->lock.held())
+        if (held->gen != gen || !held->lock.held())
             return false;
         doomed = std::move(held->lock);
+        since_ns = held->since_ns;
+        warn_ns = held->warn_ns;
+        copy_truncated(path, sizeof path, held->path.c_str());
     }
-    const int64_t held_ns = mono_ns() - held->since_ns;
-    if (held->warn_ns > 0 && held_ns > held->warn_ns) {
-        AG_LOG(kWarn, "AG0121: lock on %s held for %lld ms by %s", held->path.c_str(),
+    const int64_t held_ns = mono_ns() - since_ns;
+    if (warn_ns > 0 && held_ns > warn_ns) {
+        AG_LOG(kWarn, "AG0121: lock on %s held for %lld ms by %s", path,
                static_cast<long long>(held_ns / 1000000), uri_);
     }
     return true;  // `doomed` closes the descriptor outside the lock
 }
 
-void RequestState::release_lock(HeldLock* lock) noexcept {
-    if (lock != nullptr)
-        lock->owner->release(lock);
+void RequestState::release_lock(LockRef lock) noexcept {
+    if (lock.rec != nullptr)
+        lock.rec->owner->release(lock.rec, lock.gen);
 }
 
 int RequestState::release_locks() noexcept {
@@ -173,14 +252,14 @@ int RequestState::release_locks() noexcept {
     // meanwhile by the request thread is seen too.
     int released = 0;
     for (size_t i = 0;; ++i) {
-        HeldLock* l;
+        LockRef l;
         {
             std::lock_guard<std::mutex> guard(mu_);
             if (i >= locks_.size())
                 break;
-            l = locks_[i].get();
+            l = LockRef{locks_[i].get(), locks_[i]->gen};
         }
-        released += release(l) ? 1 : 0;
+        released += release(l.rec, l.gen) ? 1 : 0;
     }
     return released;
 }
@@ -196,6 +275,7 @@ int RequestState::held_locks() const {
 void RequestState::snapshot(ag_inflight_info* info) const {
     memset(info, 0, sizeof *info);
     info->start_ns = start_ns_;
+    info->vhost = vhost_;
     info->aborted_at_ns = token_.aborted_at_ns();
     info->reason = static_cast<int>(token_.reason());
     info->stopping = token_.stopping() ? 1 : 0;

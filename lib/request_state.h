@@ -7,7 +7,7 @@
 // held locks) without touching request memory.
 //
 // Thread contract: construct, lock_file(), run_cleanups() and destroy on the
-// request's thread. token(), cleanups(), release_lock(), release_locks(),
+// request's thread. token(), add_cleanup(), on_abort(), release_lock(), release_locks(),
 // set_response_done() and the in-flight enumeration may be called from any
 // thread while the state is alive.
 //
@@ -36,16 +36,32 @@ namespace abortguard {
 
 class RequestState {
   public:
-    // A lock bound to this request; the pointer stays valid until the
-    // RequestState is destroyed, whether or not the lock is still held.
+    // A lock bound to this request. Records are reused once released, so a
+    // handle carries the record's generation: a stale handle (its lock was
+    // released, the record now holds another) is ignored. Valid until the
+    // RequestState is destroyed.
     struct HeldLock;
+    struct LockRef {
+        HeldLock* rec = nullptr;
+        uint32_t gen = 0;
+    };
+
+    // Per-request bounds: a handler that registers per row, or a loop that
+    // leaks locks, must not grow the request's state without limit. Past a
+    // bound the call fails with ENOSPC and one warn line per request says so.
+    static constexpr size_t kMaxCleanups = 1024;
+    static constexpr size_t kMaxAbortCallbacks = 1024;
+    static constexpr size_t kMaxLocksHeld = 64;
 
     enum Flags : unsigned {
         // The stop notice counts as an abort (reason server-stop).
         kStopAborts = 1u << 0,
     };
 
-    RequestState(const char* uri, const char* handler, unsigned flags = 0) noexcept;
+    // `vhost` is the caller's opaque name for the virtual host (the status
+    // page shows a tenant only its own requests).
+    RequestState(const char* uri, const char* handler, unsigned flags = 0,
+                 uint64_t vhost = 0) noexcept;
     // Cancels the grace timer (waiting for it if it is running), leaves the
     // table, then releases locks still held (the backstop).
     ~RequestState();
@@ -55,12 +71,14 @@ class RequestState {
     Token& token() noexcept { return token_; }
     const Token& token() const noexcept { return token_; }
     int64_t start_ns() const noexcept { return start_ns_; }
-    // Created on first use; nullptr when out of memory.
-    CleanupRegistry* cleanups() noexcept;
     // nullptr when none was created (never creates one).
-    CleanupRegistry* cleanups_if_any() noexcept {
-        return cleanups_.load(std::memory_order_acquire);
-    }
+    CleanupRegistry* cleanups_if_any() noexcept;
+    // Registers a cleanup (CleanupRegistry::add) within kMaxCleanups.
+    // Errors: ENOSPC past the bound, ECANCELED once the cleanups ran,
+    // ENOMEM.
+    Status add_cleanup(CleanupRegistry::Fn fn, When when, const void* identity) noexcept;
+    // Token::on_abort within kMaxAbortCallbacks: ENOSPC past it, ENOMEM.
+    Status on_abort(Token::Callback cb) noexcept;
     // Runs the cleanups (CleanupRegistry::run) and marks the request as
     // ending from now on, which a watchdog may report.
     CleanupRegistry::Summary run_cleanups(bool aborted, int64_t slow_ns) noexcept;
@@ -78,11 +96,12 @@ class RequestState {
 
     // Locks `path` for this request (FileLock::acquire with this request's
     // token as the cancel signal). A lock held longer than `warn_ns`
-    // (0: never) is logged at warn once, when it is released.
+    // (0: never) is logged at warn once, when it is released. ENOSPC when
+    // kMaxLocksHeld are held already.
     Status lock_file(const char* path, LockMode mode, int64_t deadline_ns, int64_t warn_ns,
-                     HeldLock** out);
-    // Harmless for a lock already released.
-    static void release_lock(HeldLock* lock) noexcept;
+                     LockRef* out);
+    // Harmless for a lock already released and for a stale handle.
+    static void release_lock(LockRef lock) noexcept;
     // Releases every lock still held; returns how many were.
     int release_locks() noexcept;
     int held_locks() const;
@@ -107,21 +126,31 @@ class RequestState {
     void arm_grace(ArmFn arm, void* owner) noexcept;
 
   private:
-    bool release(HeldLock* lock) noexcept;
+    enum Bound : uint8_t { kBoundCleanups = 1, kBoundCallbacks = 2, kBoundLocks = 4 };
+    // Logs, once per request and bound, that `what` hit its bound.
+    void note_bound(Bound which, const char* what, size_t limit) noexcept;
+    bool release(HeldLock* lock, uint32_t gen) noexcept;
+    HeldLock* free_record() noexcept;                         // under mu_
     static void on_token_aborted(void* self, Reason reason);  // Token's owner hook
 
     Token token_;
     const int64_t start_ns_;
+    const uint64_t vhost_;
     const uint8_t flags_;
+    std::atomic<uint8_t> bounds_logged_{0};
+    std::atomic<size_t> abort_callbacks_{0};
     std::atomic<bool> response_done_{false};
     std::atomic<bool> ending_{false};
     bool grace_closed_ = false;                // guarded by mu_: the destructor began
     std::atomic<int64_t> ending_since_ns_{0};  // run_cleanups() began
     char uri_[96];                             // a prefix is enough to recognise a request
     char handler_[32];
-    // Created by the request thread, read by the monitor's grace action.
+    // Created on the first add_cleanup(), read by the monitor's grace
+    // action; closed_registry() once the cleanups ran without one (a late
+    // add is refused, not kept for a run that never comes).
     std::atomic<CleanupRegistry*> cleanups_{nullptr};  // owned
-    std::unique_ptr<UpstreamCut> upstream_;            // request thread only
+    static CleanupRegistry* closed_registry() noexcept;
+    std::unique_ptr<UpstreamCut> upstream_;  // request thread only
 
     mutable std::mutex mu_;
     std::vector<std::unique_ptr<HeldLock>> locks_;  // guarded by mu_

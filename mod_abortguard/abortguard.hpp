@@ -35,6 +35,7 @@
 #include <new>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <utility>
 
@@ -51,6 +52,17 @@ enum class When : int {
     kOnAbort = ABORTGUARD_ON_ABORT,
     kOnSuccess = ABORTGUARD_ON_SUCCESS,
     kAlways = ABORTGUARD_ALWAYS,
+};
+
+// How a request ended, for a cleanup that needs to tell the terminate case
+// apart (see Request::on_cleanup).
+enum class Outcome : int {
+    kSuccess = 0,
+    kAborted = 1,
+    // AbortGuardGraceAction terminate gave up on the hung handler: the
+    // cleanup runs on the monitor thread while the handler still runs, and
+    // must not touch the request (ABORTGUARD_ABORTED_TERMINATING).
+    kTerminating = ABORTGUARD_ABORTED_TERMINATING,
 };
 
 // Thrown by Request::throw_if_aborted(); run_handler() turns it into a quiet
@@ -79,6 +91,28 @@ struct PoolHolder {
         return h;
     }
 };
+
+// A duration as APR microseconds, saturating: duration::max() (or any
+// duration beyond APR's range) must not wrap into a negative timeout.
+template <class Rep, class Period>
+apr_interval_time_t to_apr_us(std::chrono::duration<Rep, Period> d) noexcept {
+    const long double us =
+        std::chrono::duration_cast<std::chrono::duration<long double, std::micro>>(d).count();
+    if (us >= static_cast<long double>(APR_INT64_MAX))
+        return APR_INT64_MAX;
+    if (us <= static_cast<long double>(APR_INT64_MIN))
+        return APR_INT64_MIN;
+    return static_cast<apr_interval_time_t>(us);
+}
+
+// The pool that lives as long as mod_abortguard's record of the request:
+// the main request's (a subrequest's pool is gone long before the main
+// request's cleanups run; internal redirects share their pool).
+inline apr_pool_t* request_pool(request_rec* r) noexcept {
+    while (r->main != nullptr)
+        r = r->main;
+    return r->pool;
+}
 
 // An exception must not unwind into mod_abortguard's C code.
 inline void log_escaped(request_rec* r, const char* what, const char* text) noexcept {
@@ -135,15 +169,15 @@ class Request {
     // mod_abortguard is not loaded.
     bool stopping() const noexcept { return stopping_ != nullptr && stopping_(r_) != 0; }
 
-    // Sleeps up to `d`, waking at once when the client leaves, and early
-    // (once) when the stop notice comes: check stopping(). Returns
-    // aborted().
+    // Sleeps up to `d` (duration::max(): until the client leaves), waking
+    // at once when the client leaves, and early (once) when the stop notice
+    // comes: check stopping(). Returns aborted(). After the request ended,
+    // or on the monitor thread, it returns at once.
     template <class Rep, class Period>
     bool wait_for(std::chrono::duration<Rep, Period> d) const noexcept {
-        const auto us = std::chrono::duration_cast<std::chrono::microseconds>(d).count();
         if (wait_ == nullptr)
             return aborted();
-        return wait_(r_, static_cast<apr_interval_time_t>(us)) == APR_ECONNABORTED;
+        return wait_(r_, detail::to_apr_us(d)) == APR_ECONNABORTED;
     }
 
     // A synchronous check (ABORTGUARD_PROBE_SOCKET and/or _FLUSH).
@@ -157,7 +191,9 @@ class Request {
     // your own (atomics, a condition variable you notify, an eventfd); it
     // must not touch the request_rec, its pools, filters or connection, and
     // must not block. An exception it throws is logged and dropped. Returns
-    // false when mod_abortguard is not loaded or out of memory.
+    // false when mod_abortguard is not loaded, out of memory, past the
+    // request's bound on callbacks, or after the request ended. Call it on
+    // the request's thread (`f` is kept in the request's pool).
     template <class F>
     bool on_abort(F&& f) const noexcept {
         using Holder = detail::PoolHolder<std::decay_t<F>>;
@@ -165,18 +201,23 @@ class Request {
         if (reg == nullptr)
             return false;
         Holder* h = nullptr;
-        detail::guarded(r_, "on_abort", [&] { h = Holder::make(r_->pool, std::forward<F>(f)); });
+        detail::guarded(r_, "on_abort",
+                        [&] { h = Holder::make(detail::request_pool(r_), std::forward<F>(f)); });
         return h != nullptr && reg(r_, &call_abort<Holder>, h) == APR_SUCCESS;
     }
 
-    // Runs `f(bool aborted)` once at the end of the request, newest first,
-    // when `when` selects the outcome. An exception it throws is logged with
-    // the cleanup's type and dropped; the other cleanups still run. Returns
-    // false when mod_abortguard is not loaded or the request has ended.
+    // Runs `f(bool aborted)` -- or `f(Outcome)`, if it takes one -- once at
+    // the end of the request, newest first, when `when` selects the
+    // outcome. An exception it throws is logged with the cleanup's type and
+    // dropped; the other cleanups still run. Returns false when
+    // mod_abortguard is not loaded, out of memory, past the request's bound
+    // on cleanups, or after the request ended. Call it on the request's
+    // thread (`f` is kept in the main request's pool, which outlives it).
     // Under AbortGuardGraceAction terminate, an abort-selected cleanup may
-    // instead run on the monitor thread while the hung handler still runs,
-    // just before the child ends: write cleanups that then touch only what
-    // they own (see ABORTGUARD_ABORTED_TERMINATING in mod_abortguard.h).
+    // instead run on the monitor thread while the hung handler still runs:
+    // `f(Outcome)` then gets Outcome::kTerminating and must touch only what
+    // it owns (see ABORTGUARD_ABORTED_TERMINATING in mod_abortguard.h); a
+    // `f(bool)` gets true.
     template <class F>
     bool on_cleanup(F&& f, When when = When::kAlways) const noexcept {
         using Holder = detail::PoolHolder<std::decay_t<F>>;
@@ -184,7 +225,8 @@ class Request {
         if (reg == nullptr)
             return false;
         Holder* h = nullptr;
-        detail::guarded(r_, "on_cleanup", [&] { h = Holder::make(r_->pool, std::forward<F>(f)); });
+        detail::guarded(r_, "on_cleanup",
+                        [&] { h = Holder::make(detail::request_pool(r_), std::forward<F>(f)); });
         return h != nullptr &&
                reg(r_, &call_cleanup<Holder>, h, static_cast<int>(when)) == APR_SUCCESS;
     }
@@ -197,7 +239,15 @@ class Request {
     }
     template <class Holder>
     static void call_cleanup(request_rec* r, void* data, int aborted) {
-        detail::guarded(r, "C++ cleanup", [&] { static_cast<Holder*>(data)->fn(aborted != 0); });
+        auto& fn = static_cast<Holder*>(data)->fn;
+        // The monitor thread runs a terminating cleanup: not a word to r.
+        request_rec* log_r = aborted == ABORTGUARD_ABORTED_TERMINATING ? nullptr : r;
+        detail::guarded(log_r, "C++ cleanup", [&] {
+            if constexpr (std::is_invocable_v<decltype(fn)&, Outcome>)
+                fn(static_cast<Outcome>(aborted));
+            else
+                fn(aborted != 0);
+        });
     }
 
     request_rec* r_;
@@ -216,7 +266,12 @@ template <class TryOnce>
 apr_status_t wait_until_acquired(const Request& req, std::chrono::microseconds timeout,
                                  TryOnce&& try_once) noexcept {
     using clock = std::chrono::steady_clock;
-    const auto deadline = timeout.count() < 0 ? clock::time_point::max() : clock::now() + timeout;
+    const auto now0 = clock::now();
+    // Saturating: a timeout past the clock's range is no deadline at all.
+    const bool forever =
+        timeout.count() < 0 || timeout > std::chrono::duration_cast<std::chrono::microseconds>(
+                                             clock::time_point::max() - now0);
+    const auto deadline = forever ? clock::time_point::max() : now0 + timeout;
     std::chrono::microseconds pause(50);
     for (;;) {
         if (try_once())
@@ -267,8 +322,7 @@ class FileLockGuard {
         if (lock_file == nullptr)
             return APR_ENOTIMPL;
         unlock();
-        const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout).count();
-        return lock_file(req.get(), path, flags, static_cast<apr_interval_time_t>(us), &lock_);
+        return lock_file(req.get(), path, flags, detail::to_apr_us(timeout), &lock_);
     }
 
     bool held() const noexcept { return lock_ != nullptr; }
@@ -307,9 +361,17 @@ struct MutexTraits<apr_proc_mutex_t> {
 
 // Holds a mutex for a request: acquisition waits until the timeout or until
 // the client leaves (then: APR_ECONNABORTED, not locked); the destructor
-// unlocks, also when an exception unwinds, and a request-pool cleanup unlocks
-// as a backstop if the guard was leaked. Move-only; use it on the request's
-// thread (std::mutex must be unlocked by the thread that locked it).
+// unlocks, also when an exception unwinds. Move-only; use it on the request's
+// thread and let it end with the handler: a mutex (std::mutex, an APR
+// thread or pthread-based process mutex) may only be unlocked by the thread
+// that locked it.
+//
+// Backstop for a leaked guard: a request-pool cleanup unlocks it if the pool
+// goes on the thread that locked it (always under prefork and worker; under
+// event and HTTP/2 the pool may go on another thread after an asynchronous
+// write). On any other thread it does not unlock -- that would be undefined
+// for std::mutex and fail (EPERM) for a robust process mutex -- and logs
+// AG0412 at error instead: the mutex stays locked, and the log names it.
 template <class M>
 class MutexGuard {
   public:
@@ -331,14 +393,17 @@ class MutexGuard {
     apr_status_t acquire(const Request& req, M& mutex,
                          std::chrono::duration<Rep, Period> timeout) noexcept {
         unlock();
-        const auto us = std::chrono::duration_cast<std::chrono::microseconds>(timeout);
+        const auto us = std::chrono::microseconds(detail::to_apr_us(timeout));
         const apr_status_t rv =
             detail::wait_until_acquired(req, us, [&] { return MutexTraits<M>::try_lock(&mutex); });
         if (rv != APR_SUCCESS)
             return rv;
-        held_ = static_cast<Held*>(apr_palloc(req.get()->pool, sizeof(Held)));
+        apr_pool_t* pool = detail::request_pool(req.get());
+        held_ = static_cast<Held*>(apr_palloc(pool, sizeof(Held)));
         held_->mutex = &mutex;
-        apr_pool_cleanup_register(req.get()->pool, held_, &Held::backstop, apr_pool_cleanup_null);
+        held_->owner = std::this_thread::get_id();
+        held_->r = req.get();
+        apr_pool_cleanup_register(pool, held_, &Held::backstop, apr_pool_cleanup_null);
         return APR_SUCCESS;
     }
 
@@ -356,10 +421,20 @@ class MutexGuard {
     // Lives in the request pool, shared by the guard and the backstop.
     struct Held {
         M* mutex;
+        std::thread::id owner;  // the thread that locked it
+        request_rec* r;
         static apr_status_t backstop(void* p) {
             auto* h = static_cast<Held*>(p);
-            if (h->mutex != nullptr)
+            if (h->mutex == nullptr)
+                return APR_SUCCESS;
+            if (std::this_thread::get_id() == h->owner) {
                 MutexTraits<M>::unlock(h->mutex);
+            } else {
+                ap_log_rerror_(__FILE__, __LINE__, APLOG_NO_MODULE, APLOG_ERR, 0, h->r,
+                               "AG0412: a MutexGuard outlived its handler and its request ends "
+                               "on another thread, where the mutex cannot be unlocked: it stays "
+                               "locked (let the guard end with the handler)");
+            }
             h->mutex = nullptr;
             return APR_SUCCESS;
         }

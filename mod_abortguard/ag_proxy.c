@@ -126,14 +126,14 @@ static apr_status_t request_ending(void* data) {
 }
 
 static int proxy_create_req(request_rec* r, request_rec* rp) {
-    ag_request_ctx* ctx = ag_request_ctx_get(r, 0);
+    ag_request_ctx* ctx = ag_request_ctx_get(r, 0, NULL);
     request_rec* owner;
     ag_proxy_link* link;
     apr_socket_t* sock;
     apr_os_sock_t fd;
     int rv;
 
-    if (ctx == NULL || ag_config_forbidden(ag_request_config(ctx)) ||
+    if (ctx == NULL || !ag_request_live(ctx) || ag_config_forbidden(ag_request_config(ctx)) ||
         !ag_config_proxy(ag_config_for(r)) || rp->connection == NULL ||
         (sock = ap_get_conn_socket(rp->connection)) == NULL ||
         apr_os_sock_get(&fd, sock) != APR_SUCCESS) {

@@ -15,10 +15,19 @@ APLOG_USE_MODULE(abortguard);
 struct ag_request_ctx {
     request_rec* owner; /* owns the pool everything below lives in */
     const ag_dir_config* conf;
-    ag_state* state;   /* token, cleanups, locks: core-owned memory */
-    ag_watch_id watch; /* 0 once the socket is no longer watched */
+    ag_state* state;     /* token, cleanups, locks: core-owned; NULL once ended */
+    ag_monitor* monitor; /* what the watches below were made with */
+    ag_watch_id watch;   /* 0 once the socket is no longer watched */
+    unsigned watch_flags;
     int forbidden;     /* AbortGuard Off: failed writes only */
     int response_done; /* EOS has passed: the handler's output is complete */
+    int tunnel;        /* mod_proxy made it a tunnel (101, CONNECT) */
+
+    /* The outcome, kept for calls after the end (from pool cleanups). */
+    int final_aborted;
+    int final_stopping;
+    ag_reason_e final_reason;
+    int64_t final_aborted_at_ns;
 
     /* Interop (ag_interop.h) */
     ag_watch_id stream_watch;     /* HTTP/2: the stream's aborted flag; 0 when none */
@@ -26,10 +35,15 @@ struct ag_request_ctx {
     ag_keepalive_saved keepalive; /* saved.saved 0: nothing to restore */
 };
 
-/* Written in child_init before any request thread exists. */
+/* Written in child_init before any request thread exists; never cleared
+ * (the monitor's memory outlives every request of the child). */
 static ag_monitor* child_monitor;
 /* The conn_config mark of a connection one of whose requests was watched. */
 static char watched_before;
+/* The request_config mark of a request that ended without a context: a
+ * late first API call (from a pool cleanup) must not start monitoring a
+ * request whose end has passed. */
+static char ended_unwatched;
 /* Written in register_hooks: saves a lookup by name per request. */
 static ap_filter_rec_t* eos_filter;
 
@@ -61,14 +75,18 @@ static void mark_connection_on_stop(void* arg, int reason) {
 
 static void stop_watching(ag_request_ctx* ctx) {
     if (ctx->watch != 0) {
-        ag_monitor_unwatch(child_monitor, ctx->watch);
+        ag_monitor_unwatch(ctx->monitor, ctx->watch);
         ctx->watch = 0;
         ag_keepalive_stop(ctx->keepalive_fd, &ctx->keepalive);
     }
     if (ctx->stream_watch != 0) {
-        ag_stream_unwatch(child_monitor, ctx->stream_watch);
+        ag_stream_unwatch(ctx->monitor, ctx->stream_watch);
         ctx->stream_watch = 0;
     }
+}
+
+int ag_request_live(const ag_request_ctx* ctx) {
+    return ctx->state != NULL;
 }
 
 /* A set c->aborted means a write to the client failed, except on an HTTP/2
@@ -80,6 +98,9 @@ static int write_failed(const ag_request_ctx* ctx) {
 }
 
 int ag_request_aborted(ag_request_ctx* ctx) {
+    if (ctx->state == NULL) {
+        return ctx->final_aborted;
+    }
     if (write_failed(ctx)) {
         /* No-op if the monitor was first. On an HTTP/2 stream the flag is
          * mod_http2's: the client reset the stream or its connection went. */
@@ -87,6 +108,24 @@ int ag_request_aborted(ag_request_ctx* ctx) {
                                                                           : AG_REASON_WRITE);
     }
     return ag_state_aborted(ctx->state);
+}
+
+ag_reason_e ag_request_reason(ag_request_ctx* ctx) {
+    if (!ag_request_aborted(ctx)) {
+        return AG_REASON_NONE;
+    }
+    return ctx->state != NULL ? ag_state_reason(ctx->state) : ctx->final_reason;
+}
+
+int64_t ag_request_aborted_at_ns(ag_request_ctx* ctx) {
+    if (!ag_request_aborted(ctx)) {
+        return 0;
+    }
+    return ctx->state != NULL ? ag_state_aborted_at_ns(ctx->state) : ctx->final_aborted_at_ns;
+}
+
+int ag_request_stopping(const ag_request_ctx* ctx) {
+    return ctx->state != NULL ? ag_state_stopping(ctx->state) : ctx->final_stopping;
 }
 
 ag_state* ag_request_state(ag_request_ctx* ctx) {
@@ -105,19 +144,22 @@ const ag_dir_config* ag_request_config(ag_request_ctx* ctx) {
  * sets c->aborted itself, which ag_request_aborted() honours. */
 static int client_fd(const ag_request_ctx* ctx, apr_os_sock_t* fd) {
     conn_rec* c = ctx->owner->connection;
-    return !ctx->forbidden && c->master == NULL &&
-           apr_os_sock_get(fd, ap_get_conn_socket(c)) == APR_SUCCESS;
+    apr_socket_t* sock;
+    if (ctx->forbidden || c->master != NULL || (sock = ap_get_conn_socket(c)) == NULL) {
+        return 0;
+    }
+    return apr_os_sock_get(fd, sock) == APR_SUCCESS;
 }
 
 int ag_request_probe_socket(ag_request_ctx* ctx) {
     apr_os_sock_t fd;
-    if (!ag_request_aborted(ctx) && client_fd(ctx, &fd)) {
-        int reason = ag_probe_socket(fd, ag_config_ignores_half_close(ctx->conf));
+    if (ctx->state != NULL && !ag_request_aborted(ctx) && client_fd(ctx, &fd)) {
+        int reason = ag_probe_socket(fd, (ctx->watch_flags & AG_WATCH_IGNORE_HALF_CLOSE) != 0);
         if (reason != AG_REASON_NONE) {
             ag_state_abort(ctx->state, reason);
         }
     }
-    return ag_state_aborted(ctx->state);
+    return ag_request_aborted(ctx);
 }
 
 static void log_cleanups(const ag_request_ctx* ctx, const ag_registry_summary* sum) {
@@ -128,14 +170,35 @@ static void log_cleanups(const ag_request_ctx* ctx, const ag_registry_summary* s
     }
 }
 
+/* What calls after the end report (ag_request_live() is false from then). */
+static void keep_outcome(ag_request_ctx* ctx, int aborted) {
+    ctx->final_aborted = aborted;
+    ctx->final_reason = ag_state_reason(ctx->state);
+    ctx->final_aborted_at_ns = ag_state_aborted_at_ns(ctx->state);
+    ctx->final_stopping = ag_state_stopping(ctx->state);
+}
+
+static void destroy_state(ag_request_ctx* ctx, int aborted) {
+    int released = ag_state_destroy(ctx->state);
+    ctx->state = NULL;
+    if (released > 0) {
+        if (aborted) {
+            ag_stats_count(AG_STAT_LOCKS_RELEASED_BY_ABORT, (uint64_t)released);
+        }
+        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, ctx->owner,
+                      "AG0204: released %d lock(s) the request still held", released);
+    }
+}
+
 /* A pre-cleanup of the request pool: it runs before the pool's subpools and
  * ordinary cleanups are gone, so cleanups may still use the request. The
  * cleanups run before the backstop releases the request's locks: a rollback
- * may need the lock it ran under. */
+ * may need the lock it ran under. Afterwards the context stays (it is pool
+ * memory) and answers every call with the outcome kept here. */
 static apr_status_t end_request(void* data) {
     ag_request_ctx* ctx = data;
     ag_registry_summary sum;
-    int aborted, released;
+    int aborted;
 
     stop_watching(ctx);
     aborted = ag_request_aborted(ctx); /* before reading the reason: it may set it */
@@ -144,36 +207,53 @@ static apr_status_t end_request(void* data) {
     ag_state_run_cleanups(ctx->state, aborted, ag_config_cleanup_warn_ns(ctx->conf), &sum);
     log_cleanups(ctx, &sum);
     ag_stats_cleanups(sum.run, sum.failed, sum.slow);
-    released = ag_state_destroy(ctx->state);
-    if (released > 0) {
-        if (aborted) {
-            ag_stats_count(AG_STAT_LOCKS_RELEASED_BY_ABORT, (uint64_t)released);
-        }
-        ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, ctx->owner,
-                      "AG0204: released %d lock(s) the request still held", released);
-    }
+    keep_outcome(ctx, aborted);
+    destroy_state(ctx, aborted);
     return APR_SUCCESS;
 }
 
-/* The context of `r`, or of the request it was internally redirected from. */
-static ag_request_ctx* find_ctx(const request_rec* r) {
-    for (; r != NULL; r = r->prev) {
-        ag_request_ctx* ctx = ap_get_module_config(r->request_config, &abortguard_module);
-        if (ctx != NULL) {
-            return ctx;
+/* The first request of the redirect chain `r` is part of (a subrequest's
+ * client is its main request's): the one the context belongs to. */
+static request_rec* chain_head(request_rec* r) {
+    for (;;) {
+        if (r->main != NULL) {
+            r = r->main;
+        } else if (r->prev != NULL) {
+            r = r->prev;
+        } else {
+            return r;
         }
     }
-    return NULL;
+}
+
+/* The context of `r`'s chain; NULL when there is none. *ended: the chain
+ * ended without one. */
+static ag_request_ctx* find_ctx(request_rec* r, int* ended) {
+    request_rec* head = chain_head(r);
+    void* found = ap_get_module_config(r->request_config, &abortguard_module);
+    if (found == NULL) {
+        found = ap_get_module_config(head->request_config, &abortguard_module);
+    }
+    *ended = found == &ended_unwatched;
+    return *ended ? NULL : found;
 }
 
 /* A conn_rec has one socket for its whole life: once a request of this
  * connection was watched, the next one may take its registration over. */
 static unsigned watch_flags(const ag_request_ctx* ctx, conn_rec* c) {
-    unsigned flags = ag_config_ignores_half_close(ctx->conf) ? AG_WATCH_IGNORE_HALF_CLOSE : 0;
+    unsigned flags =
+        ctx->tunnel || ag_config_ignores_half_close(ctx->conf) ? AG_WATCH_IGNORE_HALF_CLOSE : 0;
     if (ap_get_module_config(c->conn_config, &abortguard_module) != NULL) {
         return flags | AG_WATCH_SAME_SOCKET;
     }
     return flags | AG_WATCH_FRESH_SOCKET;
+}
+
+static void watch_stream(ag_request_ctx* ctx, conn_rec* c) {
+    if (ctx->monitor != NULL && !ctx->forbidden && c->master != NULL &&
+        ag_stream_watch(ctx->monitor, c, ctx->state, &ctx->stream_watch) != 0) {
+        ctx->stream_watch = 0;
+    }
 }
 
 static void watch_socket(ag_request_ctx* ctx) {
@@ -181,87 +261,137 @@ static void watch_socket(ag_request_ctx* ctx) {
     apr_os_sock_t fd;
     int rv;
 
-    if (child_monitor != NULL && !ctx->forbidden && c->master != NULL &&
-        ag_stream_watch(child_monitor, c, ctx->state, &ctx->stream_watch) != 0) {
-        ctx->stream_watch = 0;
-    }
-    if (child_monitor == NULL || !client_fd(ctx, &fd)) {
+    ctx->monitor = child_monitor;
+    watch_stream(ctx, c);
+    if (ctx->monitor == NULL || !client_fd(ctx, &fd)) {
         return;
     }
-    rv = ag_monitor_watch(child_monitor, fd, watch_flags(ctx, c), ctx->state,
+    ctx->watch_flags = watch_flags(ctx, c);
+    rv = ag_monitor_watch(ctx->monitor, fd, ctx->watch_flags, ctx->state,
                           ag_config_marks_connection(ctx->conf) ? mark_connection : NULL, c,
                           &ctx->watch);
-    if (rv == 0) {
-        ap_set_module_config(c->conn_config, &abortguard_module, &watched_before);
-    } else {
+    if (rv != 0) {
         ctx->watch = 0;
         ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, ctx->owner,
                       "AG0202: cannot watch the client socket; abort detection is off for "
                       "this request");
         return;
     }
+    ap_set_module_config(c->conn_config, &abortguard_module, &watched_before);
     ctx->keepalive_fd = fd;
     ag_keepalive_start(ctx->owner, ctx->conf, fd, &ctx->keepalive);
 }
 
-static ag_request_ctx* create_ctx(request_rec* r) {
-    ag_request_ctx* ctx = apr_pcalloc(r->pool, sizeof(*ctx));
-    ctx->owner = r;
+/* The request became a tunnel (a WebSocket upgrade, CONNECT): a half-close
+ * is the client ending its direction, which the tunnel forwards; only a
+ * reset or an error means it vanished. */
+static void enter_tunnel(ag_request_ctx* ctx) {
+    ctx->tunnel = 1;
+    if (ctx->watch == 0 || (ctx->watch_flags & AG_WATCH_IGNORE_HALF_CLOSE)) {
+        return;
+    }
+    ag_monitor_unwatch(ctx->monitor, ctx->watch);
+    ctx->watch = 0;
+    ag_keepalive_stop(ctx->keepalive_fd, &ctx->keepalive);
+    watch_socket(ctx);
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, ctx->owner,
+                  "AG0205: the request is now a tunnel: a client half-close is not an abort");
+}
+
+/* The server config's, in the core's own memory, keyed by the server. */
+static uint64_t vhost_of(const request_rec* r) {
+    return (uint64_t)(apr_uintptr_t)r->server;
+}
+
+static ag_request_ctx* create_ctx(request_rec* r, request_rec* head) {
+    ag_request_ctx* ctx = apr_pcalloc(head->pool, sizeof(*ctx));
+    ctx->owner = head;
     ctx->conf = ag_config_for(r);
     ctx->forbidden = ag_config_forbidden(ctx->conf);
+    ctx->tunnel = r->method_number == M_CONNECT;
     /* AbortGuard Off: only failed writes abort, not a stop notice either. */
-    ctx->state = ag_state_create_ex(
-        r->uri, r->handler,
+    ctx->state = ag_state_create(
+        r->uri, r->handler, vhost_of(r),
         !ctx->forbidden && ag_config_stop_aborts(ctx->conf) ? AG_STATE_STOP_ABORTS : 0);
     if (ctx->state == NULL) {
         return NULL;
     }
-    apr_pool_pre_cleanup_register(r->pool, ctx, end_request);
-    ap_set_module_config(r->request_config, &abortguard_module, ctx);
+    apr_pool_pre_cleanup_register(head->pool, ctx, end_request);
+    ap_set_module_config(head->request_config, &abortguard_module, ctx);
     if (!ctx->forbidden) {
         ag_stats_count(AG_STAT_REQUESTS_MONITORED, 1);
     }
     watch_socket(ctx);
     if (!ctx->forbidden && ag_config_stop_aborts(ctx->conf) &&
-        ag_config_marks_connection(ctx->conf)) {
-        ag_state_on_abort(ctx->state, mark_connection_on_stop, r->connection);
+        ag_config_marks_connection(ctx->conf) &&
+        ag_state_on_abort(ctx->state, mark_connection_on_stop, r->connection) != 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                      "AG0207: cannot mark the connection at a stop notice (out of memory)");
     }
+    /* On the request the caller holds: its filter chain is the live one. */
     ap_add_output_filter_handle(eos_filter, ctx, r, r->connection);
     return ctx;
 }
 
-ag_request_ctx* ag_request_ctx_get(request_rec* r, int create) {
-    ag_request_ctx* ctx;
+ag_request_ctx* ag_request_ctx_get(request_rec* r, int create, int* ended) {
+    int gone;
+    ag_request_ctx* ctx = find_ctx(r, &gone);
+    if (ended != NULL) {
+        *ended = gone || (ctx != NULL && ctx->state == NULL);
+    }
+    /* Never from a monitor thread: it must not touch the request's pools. */
+    if (ctx != NULL || gone || !create || ag_on_monitor_thread()) {
+        return ctx;
+    }
     while (r->main != NULL) {
         r = r->main; /* a subrequest's client is its main request's */
     }
-    if ((ctx = find_ctx(r)) != NULL) {
-        if (r->prev != NULL) { /* remember it on the redirected request */
-            ap_set_module_config(r->request_config, &abortguard_module, ctx);
-        }
-        return ctx;
+    return create_ctx(r, chain_head(r));
+}
+
+/* The request pool's last pre-cleanup for a request that never had a
+ * context: from now on the API reports that it ended. Registered at
+ * creation, so it runs after every pre-cleanup registered later (LIFO),
+ * end_request included. */
+static apr_status_t mark_ended(void* data) {
+    request_rec* r = data;
+    if (ap_get_module_config(r->request_config, &abortguard_module) == NULL) {
+        ap_set_module_config(r->request_config, &abortguard_module, &ended_unwatched);
     }
-    return create ? create_ctx(r) : NULL;
+    return APR_SUCCESS;
+}
+
+int ag_request_create(request_rec* r) {
+    if (r->main == NULL && r->prev == NULL) {
+        apr_pool_pre_cleanup_register(r->pool, r, mark_ended);
+    }
+    return OK;
 }
 
 int ag_request_fixups(request_rec* r) {
     if (r->main == NULL) {
-        ag_request_ctx_get(r, ag_config_enabled(ag_config_for(r)));
+        ag_request_ctx_get(r, ag_config_enabled(ag_config_for(r)), NULL);
     }
     return DECLINED;
 }
 
 /* The handler's output is complete once EOS passes: from here on a FIN is
- * the normal end of a keep-alive or lingering-close connection. */
+ * the normal end of a keep-alive or lingering-close connection. Before
+ * that, a 101 response turns the request into a tunnel. */
 apr_status_t ag_request_eos_filter(ap_filter_t* f, apr_bucket_brigade* bb) {
+    ag_request_ctx* ctx = f->ctx;
     apr_bucket* b;
 
+    if (!ctx->tunnel && f->r->status == HTTP_SWITCHING_PROTOCOLS && ctx->state != NULL) {
+        enter_tunnel(ctx);
+    }
     for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb); b = APR_BUCKET_NEXT(b)) {
         if (APR_BUCKET_IS_EOS(b)) {
-            ag_request_ctx* ctx = f->ctx;
             ag_request_aborted(ctx); /* an HTTP/2 reset seen so far still counts */
             ctx->response_done = 1;
-            ag_state_set_response_done(ctx->state); /* a stop notice no longer applies */
+            if (ctx->state != NULL) {
+                ag_state_set_response_done(ctx->state); /* a stop notice no longer applies */
+            }
             stop_watching(ctx);
             ap_remove_output_filter(f);
             break;
@@ -280,25 +410,29 @@ static void publish(request_rec* r, const char* reason) {
 }
 
 int ag_request_log_transaction(request_rec* r) {
-    const request_rec* last = r;
+    request_rec* last = r;
     ag_request_ctx* ctx;
     const char* reason;
+    int ended;
 
     while (last->next != NULL) {
         last = last->next;
     }
-    if ((ctx = find_ctx(last)) == NULL) {
+    if ((ctx = find_ctx(last, &ended)) == NULL) {
         return DECLINED;
     }
     stop_watching(ctx);
     if (!ag_request_aborted(ctx)) {
         return DECLINED;
     }
-    reason = ag_reason_name(ag_state_reason(ctx->state));
+    reason = ag_reason_name(ag_request_reason(ctx));
     publish(r, reason);
-    ag_log_status((request_rec*)last);
-    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
-                  "AG0201: client went away (%s) %" APR_INT64_T_FMT " ms into the request", reason,
-                  (ag_state_aborted_at_ns(ctx->state) - ag_state_start_ns(ctx->state)) / 1000000);
+    ag_log_status(last);
+    ap_log_rerror(
+        APLOG_MARK, APLOG_DEBUG, 0, r,
+        "AG0201: client went away (%s) %" APR_INT64_T_FMT " ms into the request", reason,
+        ctx->state != NULL
+            ? (ag_state_aborted_at_ns(ctx->state) - ag_state_start_ns(ctx->state)) / 1000000
+            : 0);
     return DECLINED;
 }

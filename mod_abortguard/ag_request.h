@@ -6,7 +6,10 @@
  *
  * Thread contract: every function here runs on the request's own thread,
  * except the abort callback it hands the monitor (monitor thread; it only
- * sets c->aborted, which the synchronous unwatch keeps valid). */
+ * sets c->aborted, which the synchronous unwatch keeps valid), and the
+ * read-only queries (ag_request_ctx_get without creating, _aborted,
+ * _reason, _aborted_at_ns, _stopping), which an abort callback on the
+ * monitor thread may call while the request is live. */
 #ifndef AG_REQUEST_H
 #define AG_REQUEST_H
 
@@ -28,24 +31,37 @@ void ag_request_register_filter(void);
 void ag_request_set_monitor(ag_monitor* monitor);
 
 /* The context of the request `r` belongs to (a subrequest's main request,
- * through internal redirects). With `create`, one is made if missing: it
+ * through internal redirects). With `create`, one is made if missing --
+ * unless the request has ended or the caller is a monitor thread: it
  * watches the socket unless AbortGuard Off was given explicitly. NULL when
- * there is none (or out of memory). */
-ag_request_ctx* ag_request_ctx_get(request_rec* r, int create);
+ * there is none (or out of memory). `ended` (may be NULL) receives whether
+ * the request has ended: its context, if any, then only reports the
+ * outcome (ag_request_live() is 0). */
+ag_request_ctx* ag_request_ctx_get(request_rec* r, int create, int* ended);
 
+/* Until the request pool's teardown ends the request: token, cleanups and
+ * locks exist; afterwards only the outcome below is kept. */
+int ag_request_live(const ag_request_ctx* ctx);
 /* Whether the client went away: the monitor's verdict, or a failed write
  * (c->aborted), which is folded into the token as reason "write" ("h2-reset"
  * on an HTTP/2 stream, where mod_http2 sets it for a reset stream). */
 int ag_request_aborted(ag_request_ctx* ctx);
-/* The core's record of the request: token, cleanups, locks. */
+ag_reason_e ag_request_reason(ag_request_ctx* ctx);    /* AG_REASON_NONE while not */
+int64_t ag_request_aborted_at_ns(ag_request_ctx* ctx); /* 0 while not */
+int ag_request_stopping(const ag_request_ctx* ctx);
+/* The core's record of the request: token, cleanups, locks; NULL once the
+ * request ended. */
 ag_state* ag_request_state(ag_request_ctx* ctx);
 const ag_dir_config* ag_request_config(ag_request_ctx* ctx);
 /* The request the context belongs to (it owns the pool). */
 request_rec* ag_request_owner(ag_request_ctx* ctx);
 /* Synchronous socket check; marks the token on a verdict. No-op (returns
- * the current state) when monitoring is forbidden or there is no socket. */
+ * the current state) when monitoring is forbidden, there is no socket or
+ * the request ended. */
 int ag_request_probe_socket(ag_request_ctx* ctx);
 
+/* create_request hook: every request records its end (see mark_ended). */
+int ag_request_create(request_rec* r);
 int ag_request_fixups(request_rec* r);
 int ag_request_log_transaction(request_rec* r);
 apr_status_t ag_request_eos_filter(ap_filter_t* f, apr_bucket_brigade* bb);

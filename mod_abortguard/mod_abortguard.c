@@ -55,11 +55,12 @@ static apr_status_t stop_monitor(void* data) {
         ag_monitor_retire(data);
         return APR_SUCCESS;
     }
+    /* The handle stays set: a request thread of this exiting child may still
+     * unwatch (ag_monitor_stop keeps the monitor's memory valid for that). */
     if (!ag_monitor_stop(data, AG_MONITOR_JOIN_MS)) {
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, log_server,
                      "AG0003: monitor thread did not exit within %d ms", AG_MONITOR_JOIN_MS);
     }
-    ag_request_set_monitor(NULL);
     return APR_SUCCESS;
 }
 
@@ -135,6 +136,7 @@ static void register_hooks(apr_pool_t* p) {
     /* Before mod_unixd's (APR_HOOK_MIDDLE) gives up root. */
     ap_hook_drop_privileges(start_monitor_as_root, NULL, NULL, APR_HOOK_FIRST);
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_create_request(ag_request_create, NULL, NULL, APR_HOOK_MIDDLE);
     /* Last, so that redirects made by other fixups (mod_dir) are settled. */
     ap_hook_fixups(ag_request_fixups, NULL, NULL, APR_HOOK_REALLY_LAST);
     /* Before mod_log_config writes the line. */

@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include "clock.h"
 #include "duration.h"
 
 using abortguard::parse_duration;
@@ -29,3 +30,22 @@ TEST(Duration, RejectsEverythingElse) {
 }
 
 }  // namespace
+
+TEST(SaturatingTime, AddAndMultiplyClampInsteadOfWrapping) {
+    using abortguard::sat_add;
+    using abortguard::sat_mul;
+    EXPECT_EQ(sat_add(INT64_MAX - 5, 10), INT64_MAX);
+    EXPECT_EQ(sat_add(INT64_MIN + 5, -10), INT64_MIN);
+    EXPECT_EQ(sat_add(40, 2), 42);
+    EXPECT_EQ(sat_mul(INT64_MAX / 10, 1000), INT64_MAX);
+    EXPECT_EQ(sat_mul(INT64_MIN / 10, 1000), INT64_MIN);
+    EXPECT_EQ(sat_mul(-(INT64_MAX / 10), -1000), INT64_MAX);
+    EXPECT_EQ(sat_mul(7, 1000), 7000);
+}
+
+TEST(SaturatingTime, AFarTimeoutIsAFarDeadlineNotAPastOne) {
+    const int64_t now = abortguard::mono_ns();
+    EXPECT_EQ(abortguard::deadline_after(INT64_MAX), INT64_MAX);
+    EXPECT_GE(abortguard::deadline_after(0), now);
+    EXPECT_LE(abortguard::deadline_after(INT64_MIN), now);
+}

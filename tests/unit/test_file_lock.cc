@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <gtest/gtest.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -211,6 +212,43 @@ TEST_P(FileLockTest, NoDescriptorLeaksOverTenThousandCycles) {
                   .code(),
               ENOENT);
     EXPECT_EQ(open_fds(), before);
+}
+
+TEST_P(FileLockTest, NeverFollowsASymlinkPlantedInTheLockDirectory) {
+    const std::string target = dir_ + "/elsewhere";
+    ASSERT_EQ(symlink(target.c_str(), path_.c_str()), 0);
+    FileLock l;
+    EXPECT_EQ(try_once(LockMode::kExclusive, &l), ELOOP);
+    EXPECT_FALSE(l.held());
+    EXPECT_NE(access(target.c_str(), F_OK), 0) << "the symlink's target was created";
+}
+
+TEST_P(FileLockTest, RefusesAFifoWithoutBlocking) {
+    ASSERT_EQ(mkfifo(path_.c_str(), 0600), 0);
+    FileLock l;
+    const int64_t start = mono_ns();
+    EXPECT_EQ(try_once(LockMode::kShared, &l), EINVAL);
+    EXPECT_LT(mono_ns() - start, 1000 * kMs);
+    EXPECT_FALSE(l.held());
+}
+
+TEST_P(FileLockTest, AFarDeadlineDoesNotWrapIntoThePast) {
+    FileLock held, waiter;
+    ASSERT_EQ(acquire(LockMode::kExclusive, &held), 0);
+    Token cancel;
+    std::thread aborter([&] {
+        usleep(100 * 1000);
+        cancel.abort(Reason::kFin, mono_ns());
+    });
+    // INT64_MAX - 1: one below "no deadline"; the pause arithmetic must
+    // saturate instead of wrapping negative (which returned ETIMEDOUT at once).
+    const int64_t start = mono_ns();
+    EXPECT_EQ(FileLock::acquire(path_.c_str(), LockMode::kExclusive, INT64_MAX - 1, &cancel,
+                                &waiter, GetParam())
+                  .code(),
+              ECONNABORTED);
+    EXPECT_GE(mono_ns() - start, 90 * kMs);
+    aborter.join();
 }
 
 INSTANTIATE_TEST_SUITE_P(Api, FileLockTest, ::testing::Values(LockApi::kOfd, LockApi::kFlock),

@@ -218,7 +218,7 @@ TEST_F(LifecycleTest, GracePeriodLogsAnAbortedRequestOnceAndNoOther) {
     TempFile f;
     RequestState running("/running", "h");
     RequestState hung("/hung", "slow-handler");
-    RequestState::HeldLock* lock = nullptr;
+    RequestState::LockRef lock;
     ASSERT_TRUE(hung.lock_file(f.path.c_str(), LockMode::kExclusive, mono_ns(), 0, &lock).is_ok());
     const int64_t aborted = mono_ns();
     hung.token().abort(Reason::kRst, aborted);
@@ -272,10 +272,10 @@ TEST_F(LifecycleTest, TerminateRunsTheAbortCleanupsReleasesTheLocksAndEndsThePro
     seen.request_thread = std::this_thread::get_id();
     {
         RequestState hung("/hung", "h");
-        RequestState::HeldLock* lock = nullptr;
+        RequestState::LockRef lock;
         ASSERT_TRUE(
             hung.lock_file(f.path.c_str(), LockMode::kExclusive, mono_ns(), 0, &lock).is_ok());
-        hung.cleanups()->add(
+        hung.add_cleanup(
             [&](bool aborted) {
                 if (aborted)
                     seen.runs.fetch_add(1);
@@ -283,7 +283,7 @@ TEST_F(LifecycleTest, TerminateRunsTheAbortCleanupsReleasesTheLocksAndEndsThePro
                 seen.on_other_thread = std::this_thread::get_id() != seen.request_thread;
             },
             When::kOnAbort, nullptr);
-        hung.cleanups()->add([&](bool) { seen.runs.fetch_add(100); }, When::kOnSuccess, nullptr);
+        hung.add_cleanup([&](bool) { seen.runs.fetch_add(100); }, When::kOnSuccess, nullptr);
         hung.token().abort(Reason::kRst, mono_ns());
         ASSERT_TRUE(await_exit());
         EXPECT_EQ(seen.runs.load(), 1);
@@ -321,8 +321,8 @@ TEST_F(LifecycleTest, ACleanupThatHangsInAStoppingChildEndsTheProcess) {
     start(c);
     Token release;
     RequestState s("/cleaning", "h");
-    s.cleanups()->add([&](bool) { release.wait_until(mono_ns() + kWait); }, When::kAlways,
-                      reinterpret_cast<const void*>(&lock_is_free));
+    s.add_cleanup([&](bool) { release.wait_until(mono_ns() + kWait); }, When::kAlways,
+                  reinterpret_cast<const void*>(&lock_is_free));
     std::thread request([&] { s.run_cleanups(false, 0); });
     const int64_t stopped = mono_ns();
     life_->notify_stop(true);

@@ -355,3 +355,15 @@ TEST(TokenClaim, ASleepingWaiterWakesOnNotify) {
 }
 
 }  // namespace
+
+TEST(Token, AWaitWithTheLargestTimeoutEndsOnlyAtTheAbort) {
+    Token t;
+    std::thread aborter([&] {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        t.abort(Reason::kFin, mono_ns());
+    });
+    const int64_t start = mono_ns();
+    EXPECT_TRUE(t.wait_until(abortguard::deadline_after(INT64_MAX)));
+    EXPECT_GE(mono_ns() - start, 90 * 1000000);
+    aborter.join();
+}
