@@ -140,6 +140,8 @@ int ag_monitor_watch(ag_monitor* m, int fd, unsigned flags, ag_state* state, ag_
             f |= Monitor::kFreshSocket;
         if (flags & AG_WATCH_SAME_SOCKET)
             f |= Monitor::kSameSocket;
+        if (flags & AG_WATCH_TUNNEL)
+            f |= Monitor::kTunnel;
         abortguard::Status st = m->impl->watch(fd, f, &state->impl.token(), fn, arg, id);
         return st.is_ok() ? 0 : errno_of(st);
     } catch (...) {
@@ -398,6 +400,10 @@ void ag_keepalive_restore(int fd, ag_keepalive_saved* saved) {
 
 int ag_probe_socket(int fd, int ignore_half_close) {
     return static_cast<int>(abortguard::probe_socket(fd, ignore_half_close != 0));
+}
+
+int ag_probe_tunnel(int fd) {
+    return static_cast<int>(abortguard::probe_socket(fd, true, true));
 }
 
 }  // extern "C"

@@ -56,6 +56,7 @@ typedef uint64_t ag_watch_id;
 #define AG_WATCH_IGNORE_HALF_CLOSE 1u
 #define AG_WATCH_FRESH_SOCKET 2u /* never watched before: a new connection */
 #define AG_WATCH_SAME_SOCKET 4u  /* the previous watch of this fd was this socket */
+#define AG_WATCH_TUNNEL 8u       /* a tunnel: HUP without error is an orderly close */
 
 typedef void ag_log_sink_fn(ag_log_level_e level, const char* message, void* ctx);
 /* reason: an ag_reason_e value */
@@ -275,6 +276,8 @@ void ag_keepalive_restore(int fd, ag_keepalive_saved* saved);
 /* Non-destructive socket check (probe.h): an ag_reason_e, AG_REASON_NONE
  * while the peer is there. Never reads, so it is safe on TLS sockets. */
 int ag_probe_socket(int fd, int ignore_half_close);
+/* The same for a tunnel's socket (see AG_WATCH_TUNNEL). */
+int ag_probe_tunnel(int fd);
 
 #ifdef __cplusplus
 }

@@ -34,8 +34,9 @@ constexpr uint64_t kWakeKey = 0;
 // generation in the key of the slot's kernel registration; the epoch is
 // that of its latest watch (the WatchId's upper half).
 constexpr uint64_t kStateMask = 7;
-constexpr uint64_t kInKernel = 1u << 3;  // the registration is armed and has not fired
-constexpr uint64_t kRdhup = 1u << 4;     // it asks for EPOLLRDHUP
+constexpr uint64_t kInKernel = 1u << 3;    // the registration is armed and has not fired
+constexpr uint64_t kRdhup = 1u << 4;       // it asks for EPOLLRDHUP
+constexpr uint64_t kHupIsClose = 1u << 5;  // kTunnel: HUP without ERR is an orderly close
 constexpr unsigned kGenShift = 8;
 constexpr uint64_t kGenMask = 0xffffff;
 constexpr unsigned kEpochShift = 32;
@@ -217,6 +218,7 @@ Status Monitor::watch(int fd, unsigned flags, Token* token, AbortFn fn, void* ar
 Status Monitor::take_over_or_arm(int fd, unsigned flags, bool parked, Slot* s, uint64_t claimed,
                                  WatchId* id) {
     const uint64_t rdhup = (flags & kIgnoreHalfClose) ? 0 : kRdhup;
+    const uint64_t tunnel = (flags & kTunnel) ? kHupIsClose : 0;
     const uint32_t epoch = next_epoch(epoch_of(claimed));
     *id = make_key(static_cast<uint32_t>(fd), epoch);
     live_.fetch_add(1, std::memory_order_relaxed);
@@ -227,7 +229,7 @@ Status Monitor::take_over_or_arm(int fd, unsigned flags, bool parked, Slot* s, u
     if ((flags & kSameSocket) && parked && (claimed & kInKernel) && (claimed & kRdhup) == rdhup) {
         uint64_t expected = claimed;
         if (s->word.compare_exchange_strong(
-                expected, make_word(kArmed, kInKernel | rdhup, kgen_of(claimed), epoch),
+                expected, make_word(kArmed, kInKernel | rdhup | tunnel, kgen_of(claimed), epoch),
                 std::memory_order_release, std::memory_order_acquire))
             return Status::ok();
         claimed = expected;  // still kClaimed, only kInKernel cleared
@@ -236,7 +238,8 @@ Status Monitor::take_over_or_arm(int fd, unsigned flags, bool parked, Slot* s, u
     // event with it: an event of the old one is dropped from now on (it
     // fired for a registration this watch re-arms or replaces).
     const uint32_t kgen = next_kgen(kgen_of(claimed));
-    s->word.store(make_word(kArmed, kInKernel | rdhup, kgen, epoch), std::memory_order_release);
+    s->word.store(make_word(kArmed, kInKernel | rdhup | tunnel, kgen, epoch),
+                  std::memory_order_release);
     struct epoll_event ev = {};
     ev.events = EPOLLONESHOT | (rdhup ? uint32_t{EPOLLRDHUP} : 0u);
     ev.data.u64 = make_key(static_cast<uint32_t>(fd), kgen);
@@ -322,6 +325,7 @@ int Monitor::select_fired(const struct epoll_event* events, int n, Firing* out) 
                                    s->token.load(std::memory_order_relaxed),
                                    s->fn.load(std::memory_order_relaxed),
                                    s->arg.load(std::memory_order_relaxed),
+                                   (w & kHupIsClose) != 0,
                                    false};
             }
             break;
@@ -340,7 +344,12 @@ void Monitor::dispatch(const struct epoll_event* events, int n, int64_t woke_ns)
     for (int i = 0; i < nf; ++i) {
         Firing& f = fired[i];
         const int fd = static_cast<int>(f.fd);
-        const Reason reason = classify_socket_event(f.events, fd);
+        const Reason reason = f.hup_is_close ? classify_tunnel_event(f.events, fd)
+                                             : classify_socket_event(f.events, fd);
+        if (reason == Reason::kNone) {
+            AG_LOG(kDebug, "AG0107: tunnel socket %d closed in order (events 0x%x)", fd, f.events);
+            continue;
+        }
         const int64_t now = mono_ns();
         f.first = f.token->claim(reason, now);
         if (f.first)

@@ -71,6 +71,11 @@ class Monitor {
         // registration never fired it is taken over without a syscall.
         // Wrong use misses events, so only pass it when it is certain.
         kSameSocket = 1u << 2,
+        // The socket carries a tunnel (WebSocket, CONNECT), whose owner
+        // shuts our sending side down when the far end's direction ends: a
+        // HUP without an error is then an orderly close of both directions,
+        // not an abort. Use with kIgnoreHalfClose.
+        kTunnel = 1u << 3,
     };
 
     // Creates the epoll set and starts the monitor thread.
@@ -179,7 +184,8 @@ class Monitor {
         Token* token;
         AbortFn fn;
         void* arg;
-        bool first;  // this event aborted the token
+        bool hup_is_close;  // kTunnel
+        bool first;         // this event aborted the token
     };
 
     Monitor(int epfd, int wakefd) noexcept : epfd_(epfd), wakefd_(wakefd) {}

@@ -37,15 +37,22 @@ Reason classify_socket_event(uint32_t events, int fd) noexcept {
     return Reason::kNone;
 }
 
-Reason probe_socket(int fd, bool ignore_half_close) noexcept {
-    struct pollfd p = {fd, static_cast<short>(ignore_half_close ? 0 : POLLRDHUP), 0};
+Reason classify_tunnel_event(uint32_t events, int fd) noexcept {
+    if ((events & POLLERR) || !(events & POLLHUP))
+        return classify_socket_event(events, fd);
+    return Reason::kNone;
+}
+
+Reason probe_socket(int fd, bool ignore_half_close, bool tunnel) noexcept {
+    struct pollfd p = {fd, static_cast<short>(ignore_half_close || tunnel ? 0 : POLLRDHUP), 0};
     int n;
     do {
         n = poll(&p, 1, 0);
     } while (n < 0 && errno == EINTR);
     if (n <= 0)
         return Reason::kNone;
-    return classify_socket_event(static_cast<uint32_t>(p.revents), fd);
+    const auto events = static_cast<uint32_t>(p.revents);
+    return tunnel ? classify_tunnel_event(events, fd) : classify_socket_event(events, fd);
 }
 
 }  // namespace abortguard

@@ -21,9 +21,17 @@ namespace abortguard {
 // clears) the socket's pending error.
 Reason classify_socket_event(uint32_t events, int fd) noexcept;
 
+// The same for a tunnel's socket, whose owner shuts our sending side down
+// when the far end's direction ends: HUP then also comes when both sides
+// closed in order, and only an error (ERR) tells a reset apart. An orderly
+// end is Reason::kNone. (Once a reader consumed the reset's error, nothing
+// on the socket tells it apart any more -- not even the TCP state, which is
+// CLOSE either way: the tunnel's reader must report it.)
+Reason classify_tunnel_event(uint32_t events, int fd) noexcept;
+
 // Reason::kNone while the peer is still there. With `ignore_half_close`, a
-// FIN alone counts as still there.
-Reason probe_socket(int fd, bool ignore_half_close) noexcept;
+// FIN alone counts as still there; with `tunnel` (implies it), as above.
+Reason probe_socket(int fd, bool ignore_half_close, bool tunnel = false) noexcept;
 
 }  // namespace abortguard
 

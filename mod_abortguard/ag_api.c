@@ -227,7 +227,8 @@ static apr_status_t abortguard_unlock(abortguard_lock_t* lock) {
     if (lock == NULL) {
         return APR_EINVAL;
     }
-    if (ag_request_live(lock->ctx)) {
+    /* Until the request's teardown released every lock. */
+    if (ag_request_state(lock->ctx) != NULL) {
         ag_lock_release(lock->ref);
     }
     return APR_SUCCESS;

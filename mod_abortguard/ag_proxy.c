@@ -125,6 +125,20 @@ static apr_status_t request_ending(void* data) {
     return APR_SUCCESS;
 }
 
+/* The client asked to switch protocols (Connection: Upgrade + Upgrade:), and
+ * mod_proxy_http forwards such a request only where the worker allows the
+ * upgrade (upgrade=, ws://, wss://): when the backend agrees (101),
+ * mod_proxy_http answers the client through the connection's own filters,
+ * past every hook, and runs the tunnel right away. So the request is
+ * watched as a tunnel from the moment it goes to the backend; if the
+ * backend refuses the upgrade, that one response is watched as a tunnel
+ * too (a half-close is not an abort; RST and errors are). */
+static int asks_upgrade(const request_rec* r) {
+    const char* connection = apr_table_get(r->headers_in, "Connection");
+    return apr_table_get(r->headers_in, "Upgrade") != NULL && connection != NULL &&
+           ap_find_token(r->pool, connection, "upgrade");
+}
+
 static int proxy_create_req(request_rec* r, request_rec* rp) {
     ag_request_ctx* ctx = ag_request_ctx_get(r, 0, NULL);
     request_rec* owner;
@@ -133,6 +147,9 @@ static int proxy_create_req(request_rec* r, request_rec* rp) {
     apr_os_sock_t fd;
     int rv;
 
+    if (ctx != NULL && ag_request_live(ctx) && asks_upgrade(r)) {
+        ag_request_enter_tunnel(ctx); /* whether or not the backend is cut */
+    }
     if (ctx == NULL || !ag_request_live(ctx) || ag_config_forbidden(ag_request_config(ctx)) ||
         !ag_config_proxy(ag_config_for(r)) || rp->connection == NULL ||
         (sock = ap_get_conn_socket(rp->connection)) == NULL ||

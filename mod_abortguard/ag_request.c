@@ -19,9 +19,11 @@ struct ag_request_ctx {
     ag_monitor* monitor; /* what the watches below were made with */
     ag_watch_id watch;   /* 0 once the socket is no longer watched */
     unsigned watch_flags;
-    int forbidden;     /* AbortGuard Off: failed writes only */
-    int response_done; /* EOS has passed: the handler's output is complete */
-    int tunnel;        /* mod_proxy made it a tunnel (101, CONNECT) */
+    int forbidden;          /* AbortGuard Off: failed writes only */
+    int response_done;      /* EOS has passed: the handler's output is complete */
+    int tunnel;             /* mod_proxy made it a tunnel (101, CONNECT) */
+    int logged;             /* log_transaction ran: the request has ended for the API */
+    ap_filter_t* tunnel_in; /* reports the tunnel's client read errors; NULL when none */
 
     /* The outcome, kept for calls after the end (from pool cleanups). */
     int final_aborted;
@@ -46,10 +48,16 @@ static char watched_before;
 static char ended_unwatched;
 /* Written in register_hooks: saves a lookup by name per request. */
 static ap_filter_rec_t* eos_filter;
+static ap_filter_rec_t* tunnel_filter;
+
+static apr_status_t tunnel_in_filter(ap_filter_t* f, apr_bucket_brigade* bb, ap_input_mode_t mode,
+                                     apr_read_type_e block, apr_off_t readbytes);
 
 void ag_request_register_filter(void) {
     eos_filter =
         ap_register_output_filter(AG_EOS_FILTER, ag_request_eos_filter, NULL, AP_FTYPE_PROTOCOL);
+    tunnel_filter =
+        ap_register_input_filter(AG_TUNNEL_FILTER, tunnel_in_filter, NULL, AP_FTYPE_CONNECTION);
 }
 
 void ag_request_set_monitor(ag_monitor* monitor) {
@@ -73,6 +81,30 @@ static void mark_connection_on_stop(void* arg, int reason) {
     }
 }
 
+/* A tunnel reads the client itself, and may read a reset's error before the
+ * monitor sees it (the error is then gone from the socket): a read that
+ * fails for another reason than the end of the client's direction is the
+ * client vanishing. On the request's thread, while the tunnel runs. */
+static apr_status_t tunnel_in_filter(ap_filter_t* f, apr_bucket_brigade* bb, ap_input_mode_t mode,
+                                     apr_read_type_e block, apr_off_t readbytes) {
+    ag_request_ctx* ctx = f->ctx;
+    apr_status_t rv = ap_get_brigade(f->next, bb, mode, block, readbytes);
+    if (rv != APR_SUCCESS && !APR_STATUS_IS_EOF(rv) && !APR_STATUS_IS_EAGAIN(rv) &&
+        ctx->state != NULL) {
+        ag_state_abort(ctx->state, APR_STATUS_IS_ECONNRESET(rv)  ? AG_REASON_RST
+                                   : APR_STATUS_IS_ETIMEDOUT(rv) ? AG_REASON_TIMEOUT
+                                                                 : AG_REASON_ERROR);
+    }
+    return rv;
+}
+
+static void stop_tunnel_filter(ag_request_ctx* ctx) {
+    if (ctx->tunnel_in != NULL) {
+        ap_remove_input_filter(ctx->tunnel_in);
+        ctx->tunnel_in = NULL;
+    }
+}
+
 static void stop_watching(ag_request_ctx* ctx) {
     if (ctx->watch != 0) {
         ag_monitor_unwatch(ctx->monitor, ctx->watch);
@@ -86,7 +118,7 @@ static void stop_watching(ag_request_ctx* ctx) {
 }
 
 int ag_request_live(const ag_request_ctx* ctx) {
-    return ctx->state != NULL;
+    return ctx->state != NULL && !ctx->logged;
 }
 
 /* A set c->aborted means a write to the client failed, except on an HTTP/2
@@ -154,7 +186,8 @@ static int client_fd(const ag_request_ctx* ctx, apr_os_sock_t* fd) {
 int ag_request_probe_socket(ag_request_ctx* ctx) {
     apr_os_sock_t fd;
     if (ctx->state != NULL && !ag_request_aborted(ctx) && client_fd(ctx, &fd)) {
-        int reason = ag_probe_socket(fd, (ctx->watch_flags & AG_WATCH_IGNORE_HALF_CLOSE) != 0);
+        int reason = ctx->tunnel ? ag_probe_tunnel(fd)
+                                 : ag_probe_socket(fd, ag_config_ignores_half_close(ctx->conf));
         if (reason != AG_REASON_NONE) {
             ag_state_abort(ctx->state, reason);
         }
@@ -201,6 +234,7 @@ static apr_status_t end_request(void* data) {
     int aborted;
 
     stop_watching(ctx);
+    stop_tunnel_filter(ctx);
     aborted = ag_request_aborted(ctx); /* before reading the reason: it may set it */
     ag_stats_request_end(aborted, ag_state_reason(ctx->state), ag_state_start_ns(ctx->state),
                          ag_state_aborted_at_ns(ctx->state));
@@ -241,8 +275,9 @@ static ag_request_ctx* find_ctx(request_rec* r, int* ended) {
 /* A conn_rec has one socket for its whole life: once a request of this
  * connection was watched, the next one may take its registration over. */
 static unsigned watch_flags(const ag_request_ctx* ctx, conn_rec* c) {
-    unsigned flags =
-        ctx->tunnel || ag_config_ignores_half_close(ctx->conf) ? AG_WATCH_IGNORE_HALF_CLOSE : 0;
+    unsigned flags = ctx->tunnel ? AG_WATCH_IGNORE_HALF_CLOSE | AG_WATCH_TUNNEL
+                     : ag_config_ignores_half_close(ctx->conf) ? AG_WATCH_IGNORE_HALF_CLOSE
+                                                               : 0;
     if (ap_get_module_config(c->conn_config, &abortguard_module) != NULL) {
         return flags | AG_WATCH_SAME_SOCKET;
     }
@@ -282,12 +317,13 @@ static void watch_socket(ag_request_ctx* ctx) {
     ag_keepalive_start(ctx->owner, ctx->conf, fd, &ctx->keepalive);
 }
 
-/* The request became a tunnel (a WebSocket upgrade, CONNECT): a half-close
- * is the client ending its direction, which the tunnel forwards; only a
- * reset or an error means it vanished. */
-static void enter_tunnel(ag_request_ctx* ctx) {
+void ag_request_enter_tunnel(ag_request_ctx* ctx) {
+    if (ctx->tunnel_in == NULL && ctx->state != NULL && !ctx->forbidden) {
+        conn_rec* c = ctx->owner->connection;
+        ctx->tunnel_in = ap_add_input_filter_handle(tunnel_filter, ctx, NULL, c);
+    }
     ctx->tunnel = 1;
-    if (ctx->watch == 0 || (ctx->watch_flags & AG_WATCH_IGNORE_HALF_CLOSE)) {
+    if (ctx->state == NULL || ctx->watch == 0 || (ctx->watch_flags & AG_WATCH_TUNNEL)) {
         return;
     }
     ag_monitor_unwatch(ctx->monitor, ctx->watch);
@@ -308,7 +344,6 @@ static ag_request_ctx* create_ctx(request_rec* r, request_rec* head) {
     ctx->owner = head;
     ctx->conf = ag_config_for(r);
     ctx->forbidden = ag_config_forbidden(ctx->conf);
-    ctx->tunnel = r->method_number == M_CONNECT;
     /* AbortGuard Off: only failed writes abort, not a stop notice either. */
     ctx->state = ag_state_create(
         r->uri, r->handler, vhost_of(r),
@@ -322,6 +357,9 @@ static ag_request_ctx* create_ctx(request_rec* r, request_rec* head) {
         ag_stats_count(AG_STAT_REQUESTS_MONITORED, 1);
     }
     watch_socket(ctx);
+    if (r->method_number == M_CONNECT) {
+        ag_request_enter_tunnel(ctx); /* mod_proxy_connect: a tunnel from the start */
+    }
     if (!ctx->forbidden && ag_config_stop_aborts(ctx->conf) &&
         ag_config_marks_connection(ctx->conf) &&
         ag_state_on_abort(ctx->state, mark_connection_on_stop, r->connection) != 0) {
@@ -337,7 +375,7 @@ ag_request_ctx* ag_request_ctx_get(request_rec* r, int create, int* ended) {
     int gone;
     ag_request_ctx* ctx = find_ctx(r, &gone);
     if (ended != NULL) {
-        *ended = gone || (ctx != NULL && ctx->state == NULL);
+        *ended = gone || (ctx != NULL && !ag_request_live(ctx));
     }
     /* Never from a monitor thread: it must not touch the request's pools. */
     if (ctx != NULL || gone || !create || ag_on_monitor_thread()) {
@@ -349,21 +387,28 @@ ag_request_ctx* ag_request_ctx_get(request_rec* r, int create, int* ended) {
     return create_ctx(r, chain_head(r));
 }
 
-/* The request pool's last pre-cleanup for a request that never had a
- * context: from now on the API reports that it ended. Registered at
- * creation, so it runs after every pre-cleanup registered later (LIFO),
- * end_request included. */
-static apr_status_t mark_ended(void* data) {
-    request_rec* r = data;
-    if (ap_get_module_config(r->request_config, &abortguard_module) == NULL) {
-        ap_set_module_config(r->request_config, &abortguard_module, &ended_unwatched);
+/* From here on the API reports that the request `head` ended: the first of
+ * log_transaction and the teardown of its pool. */
+static void mark_ended(request_rec* head) {
+    ag_request_ctx* ctx = ap_get_module_config(head->request_config, &abortguard_module);
+    if (ctx == NULL) {
+        ap_set_module_config(head->request_config, &abortguard_module, &ended_unwatched);
+    } else if (ctx != (void*)&ended_unwatched) {
+        ctx->logged = 1;
     }
+}
+
+/* The request pool's last pre-cleanup, for a request that was never logged
+ * (its connection broke): registered at creation, so it runs after every
+ * pre-cleanup registered later (LIFO), end_request included. */
+static apr_status_t mark_ended_cleanup(void* data) {
+    mark_ended(data);
     return APR_SUCCESS;
 }
 
 int ag_request_create(request_rec* r) {
     if (r->main == NULL && r->prev == NULL) {
-        apr_pool_pre_cleanup_register(r->pool, r, mark_ended);
+        apr_pool_pre_cleanup_register(r->pool, r, mark_ended_cleanup);
     }
     return OK;
 }
@@ -382,12 +427,13 @@ apr_status_t ag_request_eos_filter(ap_filter_t* f, apr_bucket_brigade* bb) {
     ag_request_ctx* ctx = f->ctx;
     apr_bucket* b;
 
-    if (!ctx->tunnel && f->r->status == HTTP_SWITCHING_PROTOCOLS && ctx->state != NULL) {
-        enter_tunnel(ctx);
+    if (!ctx->tunnel && f->r->status == HTTP_SWITCHING_PROTOCOLS) {
+        ag_request_enter_tunnel(ctx); /* a 101 passed through the request's filters */
     }
     for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb); b = APR_BUCKET_NEXT(b)) {
         if (APR_BUCKET_IS_EOS(b)) {
             ag_request_aborted(ctx); /* an HTTP/2 reset seen so far still counts */
+            stop_tunnel_filter(ctx); /* the tunnel is over */
             ctx->response_done = 1;
             if (ctx->state != NULL) {
                 ag_state_set_response_done(ctx->state); /* a stop notice no longer applies */
@@ -418,7 +464,9 @@ int ag_request_log_transaction(request_rec* r) {
     while (last->next != NULL) {
         last = last->next;
     }
-    if ((ctx = find_ctx(last, &ended)) == NULL) {
+    ctx = find_ctx(last, &ended);
+    mark_ended(chain_head(r));
+    if (ctx == NULL) {
         return DECLINED;
     }
     stop_watching(ctx);

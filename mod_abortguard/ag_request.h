@@ -21,6 +21,8 @@
 
 /* The name of the output filter that ends the watch at EOS. */
 #define AG_EOS_FILTER "ABORTGUARD_EOS"
+/* The name of the input filter that reports a tunnel's client read errors. */
+#define AG_TUNNEL_FILTER "ABORTGUARD_TUNNEL"
 
 typedef struct ag_request_ctx ag_request_ctx;
 
@@ -59,6 +61,12 @@ request_rec* ag_request_owner(ag_request_ctx* ctx);
  * the current state) when monitoring is forbidden, there is no socket or
  * the request ended. */
 int ag_request_probe_socket(ag_request_ctx* ctx);
+
+/* The request is (or is about to become) a tunnel -- a WebSocket upgrade,
+ * CONNECT: a half-close is the client ending its direction, which the
+ * tunnel forwards; only a reset or an error means it vanished. The socket
+ * is watched that way from now on. */
+void ag_request_enter_tunnel(ag_request_ctx* ctx);
 
 /* create_request hook: every request records its end (see mark_ended). */
 int ag_request_create(request_rec* r);

@@ -113,6 +113,38 @@ TEST_F(MonitorTest, IgnoredHalfCloseStillSeesTheLaterReset) {
     monitor_->unwatch(id);
 }
 
+// A tunnel's owner shuts our side down when the far end finished: once the
+// client closes its side too, the socket reports HUP without an error.
+TEST_F(MonitorTest, ATunnelClosedInOrderOnBothSidesIsNoAbort) {
+    for (const bool tunnel : {true, false}) {
+        SCOPED_TRACE(tunnel ? "kTunnel" : "without kTunnel (contrast)");
+        auto [client, server] = listener_.connect_pair();
+        Token token;
+        Calls calls;
+        const unsigned flags = Monitor::kIgnoreHalfClose | (tunnel ? Monitor::kTunnel : 0u);
+        const auto id = watch(server, &token, &calls, flags);
+        shutdown(server.get(), SHUT_WR);  // the tunnel forwards the backend's end
+        client.reset();                   // the client ends its side: FIN
+        drain_events();
+        EXPECT_EQ(token.aborted(), !tunnel);
+        monitor_->unwatch(id);
+    }
+}
+
+TEST_F(MonitorTest, ATunnelsClientThatResetsIsStillAnAbort) {
+    auto [client, server] = listener_.connect_pair();
+    Token token;
+    Calls calls;
+    const auto id = watch(server, &token, &calls, Monitor::kIgnoreHalfClose | Monitor::kTunnel);
+    agtest::half_close(client);
+    drain_events();
+    EXPECT_FALSE(token.aborted());
+    agtest::close_with_rst(client);
+    ASSERT_TRUE(fires(token));
+    EXPECT_EQ(token.reason(), Reason::kRst);
+    monitor_->unwatch(id);
+}
+
 TEST_F(MonitorTest, DataFromTheClientIsNotAnAbort) {
     auto [client, server] = listener_.connect_pair();
     Token token;
