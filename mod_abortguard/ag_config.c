@@ -154,16 +154,48 @@ static const char* set_flag(cmd_parms* cmd, void* dirconf, int flag) {
     return NULL;
 }
 
-/* A duration directive; cmd->info is the offset of its apr_int64_t field. */
+#define AG_MS APR_INT64_C(1000000)
+#define AG_SECOND (1000 * AG_MS)
+#define AG_MINUTE (60 * AG_SECOND)
+
+/* A duration directive: its field, its range (0, "off", is always
+ * accepted), the range as the error message says it, and whether it is
+ * process-wide (main server config only: a child process has one
+ * lifecycle, whichever virtual host its requests belong to). */
+typedef struct {
+    apr_size_t offset;
+    apr_int64_t min_ns, max_ns;
+    const char* range;
+    int global;
+} ag_duration_rule;
+
+static const ag_duration_rule cleanup_warn_rule = {
+    APR_OFFSETOF(ag_dir_config, cleanup_warn_ns), AG_MS, 60 * AG_MINUTE, "from 1ms to 60m", 0};
+static const ag_duration_rule lock_warn_rule = {APR_OFFSETOF(ag_dir_config, lock_warn_ns), AG_MS,
+                                                60 * AG_MINUTE, "from 1ms to 60m", 0};
+/* A grace period shorter than a second would cut handlers that are still
+ * noticing; a day covers the longest report. */
+static const ag_duration_rule grace_rule = {APR_OFFSETOF(ag_dir_config, grace_ns), AG_SECOND,
+                                            1440 * AG_MINUTE, "from 1s to 1440m (a day)", 1};
+/* The exit bound's SIGKILL backstop is armed a second after it. */
+static const ag_duration_rule exit_rule = {APR_OFFSETOF(ag_dir_config, exit_timeout_ns), AG_SECOND,
+                                           60 * AG_MINUTE, "from 1s to 60m", 1};
+
 static const char* set_duration(cmd_parms* cmd, void* dirconf, const char* arg) {
+    const ag_duration_rule* rule = cmd->info;
+    const char* err = rule->global ? ap_check_cmd_context(cmd, GLOBAL_ONLY) : NULL;
     int64_t ns = 0;
-    if (strcasecmp(arg, "off") != 0 && !ag_parse_duration(arg, &ns)) {
-        return apr_pstrcat(cmd->pool, cmd->cmd->name,
-                           " takes a duration: a whole number with the unit ms, s or m "
-                           "(e.g. 500ms, 2s, 1m), or off",
+    if (err != NULL) {
+        return err;
+    }
+    if (strcasecmp(arg, "off") != 0 &&
+        (!ag_parse_duration(arg, &ns) || (ns != 0 && (ns < rule->min_ns || ns > rule->max_ns)))) {
+        return apr_pstrcat(cmd->pool, cmd->cmd->name, " takes a duration ", rule->range,
+                           ": a whole number with the unit ms, s or m (e.g. 500ms, 2s, 1m); or "
+                           "off (0s)",
                            NULL);
     }
-    *(apr_int64_t*)((char*)dirconf + (apr_uintptr_t)cmd->info) = ns;
+    *(apr_int64_t*)((char*)dirconf + rule->offset) = ns;
     return NULL;
 }
 
@@ -231,13 +263,6 @@ static const char* set_keepalive(cmd_parms* cmd, void* dirconf, const char* idle
     return NULL;
 }
 
-/* A process-wide duration: the main server config only (a child process
- * has one lifecycle, whichever virtual host its requests belong to). */
-static const char* set_global_duration(cmd_parms* cmd, void* dirconf, const char* arg) {
-    const char* err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
-    return err != NULL ? err : set_duration(cmd, dirconf, arg);
-}
-
 static const char* set_grace_action(cmd_parms* cmd, void* dirconf, const char* arg) {
     ag_dir_config* conf = dirconf;
     const char* err = ap_check_cmd_context(cmd, GLOBAL_ONLY);
@@ -285,11 +310,9 @@ const command_rec ag_directives[] = {
     AP_INIT_FLAG("AbortGuardMarkConnection", set_flag,
                  (void*)APR_OFFSETOF(ag_dir_config, mark_conn), AG_SCOPES,
                  "On (default) to set the connection's aborted flag when the client leaves"),
-    AP_INIT_TAKE1("AbortGuardCleanupWarn", set_duration,
-                  (void*)APR_OFFSETOF(ag_dir_config, cleanup_warn_ns), AG_SCOPES,
+    AP_INIT_TAKE1("AbortGuardCleanupWarn", set_duration, (void*)&cleanup_warn_rule, AG_SCOPES,
                   "log a cleanup that runs longer than this at warn (default 1s; off: never)"),
-    AP_INIT_TAKE1("AbortGuardLockWarn", set_duration,
-                  (void*)APR_OFFSETOF(ag_dir_config, lock_warn_ns), AG_SCOPES,
+    AP_INIT_TAKE1("AbortGuardLockWarn", set_duration, (void*)&lock_warn_rule, AG_SCOPES,
                   "log a lock held longer than this at warn (default off)"),
     AP_INIT_FLAG("AbortGuardProxy", set_flag, (void*)APR_OFFSETOF(ag_dir_config, proxy), AG_SCOPES,
                  "On (default) to shut a proxied request's backend connection down when its "
@@ -303,15 +326,13 @@ const command_rec ag_directives[] = {
                  AG_SCOPES,
                  "On to treat the child's stop notice as a client abort (reason server-stop); "
                  "default Off"),
-    AP_INIT_TAKE1("AbortGuardGracePeriod", set_global_duration,
-                  (void*)APR_OFFSETOF(ag_dir_config, grace_ns), RSRC_CONF,
+    AP_INIT_TAKE1("AbortGuardGracePeriod", set_duration, (void*)&grace_rule, RSRC_CONF,
                   "how long a handler may run on after its client left before the grace action "
                   "(default 30s; off: never)"),
     AP_INIT_TAKE1("AbortGuardGraceAction", set_grace_action, NULL, RSRC_CONF,
                   "log (default): log a handler still running after the grace period; terminate: "
                   "also run its abort cleanups, release its locks and end the child process"),
-    AP_INIT_TAKE1("AbortGuardExitTimeout", set_global_duration,
-                  (void*)APR_OFFSETOF(ag_dir_config, exit_timeout_ns), RSRC_CONF,
+    AP_INIT_TAKE1("AbortGuardExitTimeout", set_duration, (void*)&exit_rule, RSRC_CONF,
                   "how long an exiting child may take before it logs what it waits for and exits "
                   "(default 5s; off: no bound)"),
     AP_INIT_TAKE1("AbortGuardMonitorNice", set_monitor_nice, NULL, RSRC_CONF,

@@ -6,11 +6,14 @@
 #include "apr_optional_hooks.h"
 #include "apr_strings.h"
 #include "ap_mpm.h"
+#include "apr_hash.h"
 #include "http_config.h"
+#include "http_core.h"
 #include "http_protocol.h"
 #include "http_request.h"
 #include "mod_status.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -51,17 +54,110 @@ const char* ag_status_reason_name(int reason) {
 
 /* ------------------------------------------------------------ in flight */
 
-/* Runs under the in-flight table's lock: a copy and nothing else. */
+typedef struct {
+    apr_array_header_t* into; /* room for AG_STATUS_MAX_INFLIGHT, made beforehand */
+    uint64_t vhost;           /* 0: every virtual host */
+    int total;
+} inflight_copy;
+
+/* The slot holding the newest request copied so far. */
+static ag_inflight_info* newest(apr_array_header_t* a) {
+    ag_inflight_info* all = (ag_inflight_info*)a->elts;
+    int i, n = 0;
+    for (i = 1; i < a->nelts; ++i) {
+        if (all[i].start_ns > all[n].start_ns) {
+            n = i;
+        }
+    }
+    return &all[n];
+}
+
+/* Runs under the in-flight table's lock: a copy and nothing else -- no
+ * allocation (the array has its room), at most one scan of the copy. */
 static void copy_inflight(const ag_inflight_info* info, void* ctx) {
-    ag_inflight_info* slot = apr_array_push(ctx);
+    inflight_copy* c = ctx;
+    ag_inflight_info* slot;
+    if (c->vhost != 0 && info->vhost != c->vhost) {
+        return;
+    }
+    ++c->total;
+    if (c->into->nelts < AG_STATUS_MAX_INFLIGHT) {
+        slot = apr_array_push(c->into);
+    } else if ((slot = newest(c->into))->start_ns <= info->start_ns) {
+        return; /* the oldest are kept */
+    }
     *slot = *info;
     slot->uri[sizeof(slot->uri) - 1] = '\0';
     slot->handler[sizeof(slot->handler) - 1] = '\0';
 }
 
-static int gather_inflight(apr_array_header_t* into) {
-    ag_inflight_foreach(copy_inflight, into);
-    return 1;
+static int older_first(const void* a, const void* b) {
+    const ag_inflight_info *x = a, *y = b;
+    return x->start_ns < y->start_ns ? -1 : x->start_ns > y->start_ns;
+}
+
+/* ---------------------------------------------------------------- trust
+ *
+ * A status page set up in the server's own configuration files shows every
+ * virtual host's requests; one a tenant set up from .htaccess shows only
+ * its own virtual host's. The difference is visible in the one thing that
+ * chose the handler: core's SetHandler expression, parsed into pconf from
+ * the configuration files and into the request's pool from .htaccess. So
+ * the expressions of the configuration files are collected once, and a
+ * request is trusted when its SetHandler is one of them. (A handler chosen
+ * otherwise -- AddHandler, a module's own choice -- is not trusted.) */
+static apr_hash_t* trusted_handlers; /* ap_expr_info_t* -> itself; read-only in children */
+
+static void collect_sections(apr_array_header_t* sections, apr_pool_t* p);
+
+static void collect_dir(ap_conf_vector_t* v, apr_pool_t* p) {
+    core_dir_config* d = v != NULL ? ap_get_core_module_config(v) : NULL;
+    if (d == NULL) {
+        return;
+    }
+    if (d->expr_handler != NULL) {
+        apr_hash_set(trusted_handlers, &d->expr_handler, sizeof(d->expr_handler), d);
+    }
+    collect_sections(d->sec_file, p);
+    collect_sections(d->sec_if, p);
+}
+
+static void collect_sections(apr_array_header_t* sections, apr_pool_t* p) {
+    int i;
+    for (i = 0; sections != NULL && i < sections->nelts; ++i) {
+        collect_dir(APR_ARRAY_IDX(sections, i, ap_conf_vector_t*), p);
+    }
+}
+
+static int collect_trusted(apr_pool_t* pconf, apr_pool_t* plog, apr_pool_t* ptemp,
+                           server_rec* s) {
+    trusted_handlers = apr_hash_make(pconf);
+    for (; s != NULL; s = s->next) {
+        core_server_config* sc = ap_get_core_module_config(s->module_config);
+        collect_dir(s->lookup_defaults, pconf);
+        collect_sections(sc->sec_dir, pconf);
+        collect_sections(sc->sec_url, pconf);
+    }
+    return OK;
+}
+
+static int trusted(const request_rec* r) {
+    core_dir_config* d = ap_get_core_module_config(r->per_dir_config);
+    return d != NULL && d->expr_handler != NULL && trusted_handlers != NULL &&
+           apr_hash_get(trusted_handlers, &d->expr_handler, sizeof(d->expr_handler)) != NULL;
+}
+
+static void gather_inflight(ag_status_view* v, request_rec* r) {
+    inflight_copy c;
+    v->vhost_only = !trusted(r);
+    c.into = apr_array_make(r->pool, AG_STATUS_MAX_INFLIGHT, sizeof(ag_inflight_info));
+    c.vhost = v->vhost_only ? (uint64_t)(apr_uintptr_t)r->server : 0;
+    c.total = 0;
+    ag_inflight_foreach(copy_inflight, &c);
+    qsort(c.into->elts, (size_t)c.into->nelts, sizeof(ag_inflight_info), older_first);
+    v->flight = c.into;
+    v->inflight_total = c.total;
+    v->have_inflight = 1;
 }
 
 ag_status_view* ag_status_view_gather(request_rec* r) {
@@ -70,8 +166,7 @@ ag_status_view* ag_status_view_gather(request_rec* r) {
 
     v->have_counters = block != NULL;
     ag_stats_read(block, &v->stats);
-    v->flight = apr_array_make(r->pool, 16, sizeof(ag_inflight_info));
-    v->have_inflight = gather_inflight(v->flight);
+    gather_inflight(v, r);
     v->now_ns = ag_now_ns();
     v->now = apr_time_now();
     v->pid = getpid();
@@ -145,6 +240,7 @@ static int status_hook(request_rec* r, int flags) {
 void ag_status_register_hooks(apr_pool_t* p) {
     (void)p;
     ag_shm_register_hooks();
+    ap_hook_post_config(collect_trusted, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(status_handler, NULL, NULL, APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(ap, status_hook, status_hook, NULL, NULL, APR_HOOK_MIDDLE);
 }

@@ -112,7 +112,7 @@ void ag_status_render_auto(request_rec* r, const ag_status_view* v, const char* 
         auto_histogram(r, prefix, (ag_latency_e)i, &s->latency[i], with_buckets);
     }
     if (v->have_inflight) {
-        ap_rprintf(r, "%sIn flight: %d\n", prefix, v->flight->nelts);
+        ap_rprintf(r, "%sIn flight: %d\n", prefix, v->inflight_total);
     }
 }
 
@@ -149,8 +149,11 @@ static void json_locks(request_rec* r, const ag_status_view* v, const ag_infligh
 
 static void json_inflight(request_rec* r, const ag_status_view* v) {
     int i;
-    ap_rprintf(r, "\"inflight\":{\"available\":%s,\"pid\":%d,\"requests\":[",
-               v->have_inflight ? "true" : "false", (int)v->pid);
+    ap_rprintf(r,
+               "\"inflight\":{\"available\":%s,\"pid\":%d,\"scope\":\"%s\",\"total\":%d,"
+               "\"shown\":%d,\"requests\":[",
+               v->have_inflight ? "true" : "false", (int)v->pid,
+               v->vhost_only ? "virtual-host" : "server", v->inflight_total, v->flight->nelts);
     for (i = 0; i < v->flight->nelts; ++i) {
         const ag_inflight_info* f = &APR_ARRAY_IDX(v->flight, i, ag_inflight_info);
         const char* reason = inflight_reason(f);
@@ -334,6 +337,14 @@ static void html_inflight(request_rec* r, const ag_status_view* v) {
     if (!v->have_inflight) {
         ap_rputs("<p>Not available in this build.</p>\n", r);
         return;
+    }
+    if (v->vhost_only) {
+        ap_rputs("<p>Only this virtual host's requests: the page was set up outside the "
+                 "server's configuration files (e.g. in .htaccess).</p>\n",
+                 r);
+    }
+    if (v->inflight_total > v->flight->nelts) {
+        ap_rprintf(r, "<p>The %d oldest of %d.</p>\n", v->flight->nelts, v->inflight_total);
     }
     ap_rputs(
         "<table>\n<tr><th>Age</th><th class=\"l\">State</th><th class=\"l\">Handler</th>"

@@ -15,12 +15,20 @@ typedef struct {
     int have_counters; /* the shared memory exists */
     ag_stats_snapshot stats;
     int have_inflight;          /* the core can list in-flight requests */
-    apr_array_header_t* flight; /* of ag_inflight_info, oldest first */
+    apr_array_header_t* flight; /* of ag_inflight_info, oldest first, at most
+                                   AG_STATUS_MAX_INFLIGHT */
+    int inflight_total;         /* in flight in scope, shown or not */
+    int vhost_only;             /* only the asking virtual host's requests */
     int64_t now_ns;             /* CLOCK_MONOTONIC when gathered */
     apr_time_t now;             /* wall clock, for display */
     pid_t pid;                  /* the serving child */
     int generation;             /* httpd's configuration generation */
 } ag_status_view;
+
+/* The page lists at most this many in-flight requests (the oldest): a
+ * scrape must not allocate without limit, least of all under the in-flight
+ * table's locks. */
+#define AG_STATUS_MAX_INFLIGHT 100
 
 ag_status_view* ag_status_view_gather(request_rec* r);
 

@@ -55,6 +55,31 @@ TEST(ConfigSyntax, GoodConfigPasses) {
     EXPECT_NE(r.output.find("Syntax OK"), std::string::npos) << r.output;
 }
 
+// Durations out of range used to be accepted and then overflowed: a grace
+// period of 153722867m fired at once, a huge exit timeout disabled the
+// SIGKILL backstop; 1ms cut handlers still noticing.
+TEST(ConfigSyntax, DurationsOutsideTheirRangeAreRejectedWithTheRange) {
+    const std::vector<std::string> grace = {"1s", "1440m"};
+    expect_rejected("AbortGuardGracePeriod 153722867m", "AbortGuardGracePeriod", grace);
+    expect_rejected("AbortGuardGracePeriod 1ms", "AbortGuardGracePeriod", grace);
+    expect_rejected("AbortGuardGracePeriod 1441m", "AbortGuardGracePeriod", grace);
+    expect_rejected("AbortGuardExitTimeout 99999999m", "AbortGuardExitTimeout", {"1s", "60m"});
+    expect_rejected("AbortGuardExitTimeout 500ms", "AbortGuardExitTimeout", {"1s", "60m"});
+    expect_rejected("AbortGuardCleanupWarn 61m", "AbortGuardCleanupWarn", {"1ms", "60m"});
+    expect_rejected("AbortGuardLockWarn 9223372036854775807ms", "AbortGuardLockWarn",
+                    {"1ms", "60m"});
+}
+
+TEST(ConfigSyntax, DurationsAtTheEdgesOfTheirRangeAndOffPass) {
+    for (const std::string line :
+         {"AbortGuardGracePeriod 1s", "AbortGuardGracePeriod 1440m", "AbortGuardGracePeriod off",
+          "AbortGuardGracePeriod 0s", "AbortGuardExitTimeout 1s", "AbortGuardExitTimeout 60m",
+          "AbortGuardExitTimeout off", "AbortGuardCleanupWarn 1ms", "AbortGuardLockWarn 60m"}) {
+        CommandResult r = syntax_check(line + "\n");
+        EXPECT_EQ(r.exit_code, 0) << line << "\n" << r.output;
+    }
+}
+
 TEST(ConfigSyntax, BadAbortGuardValueRejected) {
     expect_rejected("AbortGuard maybe", "AbortGuard", {"On", "Off"});
 }
