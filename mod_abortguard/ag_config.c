@@ -169,8 +169,8 @@ typedef struct {
     int global;
 } ag_duration_rule;
 
-static const ag_duration_rule cleanup_warn_rule = {
-    APR_OFFSETOF(ag_dir_config, cleanup_warn_ns), AG_MS, 60 * AG_MINUTE, "from 1ms to 60m", 0};
+static const ag_duration_rule cleanup_warn_rule = {APR_OFFSETOF(ag_dir_config, cleanup_warn_ns),
+                                                   AG_MS, 60 * AG_MINUTE, "from 1ms to 60m", 0};
 static const ag_duration_rule lock_warn_rule = {APR_OFFSETOF(ag_dir_config, lock_warn_ns), AG_MS,
                                                 60 * AG_MINUTE, "from 1ms to 60m", 0};
 /* A grace period shorter than a second would cut handlers that are still

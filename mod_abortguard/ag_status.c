@@ -129,8 +129,7 @@ static void collect_sections(apr_array_header_t* sections, apr_pool_t* p) {
     }
 }
 
-static int collect_trusted(apr_pool_t* pconf, apr_pool_t* plog, apr_pool_t* ptemp,
-                           server_rec* s) {
+static int collect_trusted(apr_pool_t* pconf, apr_pool_t* plog, apr_pool_t* ptemp, server_rec* s) {
     trusted_handlers = apr_hash_make(pconf);
     for (; s != NULL; s = s->next) {
         core_server_config* sc = ap_get_core_module_config(s->module_config);

@@ -339,9 +339,10 @@ static void html_inflight(request_rec* r, const ag_status_view* v) {
         return;
     }
     if (v->vhost_only) {
-        ap_rputs("<p>Only this virtual host's requests: the page was set up outside the "
-                 "server's configuration files (e.g. in .htaccess).</p>\n",
-                 r);
+        ap_rputs(
+            "<p>Only this virtual host's requests: the page was set up outside the "
+            "server's configuration files (e.g. in .htaccess).</p>\n",
+            r);
     }
     if (v->inflight_total > v->flight->nelts) {
         ap_rprintf(r, "<p>The %d oldest of %d.</p>\n", v->flight->nelts, v->inflight_total);

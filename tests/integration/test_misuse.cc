@@ -19,6 +19,9 @@
 #include "harness.h"
 #include "json.h"
 
+#ifndef AG_CXXTEST_SO
+#error "AG_CXXTEST_SO must be defined (the built mod_abortguard_cxxtest.so)"
+#endif
 #ifndef AG_MISUSE_SO
 #error "AG_MISUSE_SO must be defined (the built mod_abortguard_misuse.so)"
 #endif
@@ -36,7 +39,10 @@ HttpdOptions misuse_options(const std::string& mpm) {
     o.abortguard_on = false;  // monitoring starts with the first API call
     o.extra_config = "LoadModule abortguard_misuse_module " AG_MISUSE_SO
                      "\n"
+                     "LoadModule abortguard_cxxtest_module " AG_CXXTEST_SO
+                     "\n"
                      "<Location /misuse>\n  SetHandler abortguard-misuse\n</Location>\n"
+                     "<Location /cxx>\n  SetHandler abortguard-cxxtest\n</Location>\n"
                      "<Location /watched>\n  SetHandler abortguard-test\n  AbortGuard On\n"
                      "</Location>\n"
                      "<Location /agstatus>\n  SetHandler abortguard-status\n</Location>\n";
@@ -78,9 +84,9 @@ class Misuse : public HttpdTest {
         ::chmod(lock_dir_.c_str(), 0777);  // httpd's children write here as www-data
     }
 
-    // The AGM0001 line of `tag` and case `name`, waiting for it.
+    // The AGM0001 (C) or AGC0001 (C++) line of `tag` and case `name`.
     Fields result(const std::string& tag, const std::string& name) {
-        const std::regex re("AGM0001: " + tag + " " + name + " ");
+        const std::regex re("AG[MC]0001: " + tag + " " + name + " ");
         Deadline deadline(kLogWait);
         for (;;) {
             for (const auto& line : errors().new_lines()) {
@@ -259,6 +265,52 @@ TEST_P(Misuse, ACleanupRegisteredOnASubrequestRunsForItsMainRequest) {
     EXPECT_EQ(f["cleanup_ran"], "1");
     EXPECT_EQ(f["main"], "1") << "the cleanup gets the main request";
     EXPECT_EQ(f["aborted"], "0");
+}
+
+// README's pattern: a FileLockGuard in a shared_ptr that a cleanup captures.
+// The guard outlives the request's end (its holder goes with the pool); its
+// unlock then used freed memory.
+TEST_P(Misuse, AGuardMovedIntoACleanupIsHeldThereAndHarmlessAfterwards) {
+    for (int i = 0; i < 2; ++i) {  // the second gets the lock: the first let go
+        const std::string tag = make_tag();
+        EXPECT_EQ(get("/cxx?case=guardcleanup&lock=" + lock_dir_ + "/guard.lock&t=" + tag).status,
+                  200);
+        Fields f = result(tag, "guardcleanup");
+        EXPECT_EQ(f["held"], "1") << "the cleanup runs before the lock is released";
+        EXPECT_EQ(f["aborted"], "0");
+    }
+}
+
+// As mod_include does with <!--#include virtual --> of a C++ handler: the
+// cleanup's holder was allocated in the subrequest's pool, gone long before
+// the main request's end ran it.
+TEST_P(Misuse, ACxxCleanupRegisteredOnASubrequestOutlivesIt) {
+    const std::string tag = make_tag();
+    EXPECT_EQ(get("/cxx?case=sub&t=" + tag).status, 200);
+    Fields f = result(tag, "sub");
+    EXPECT_EQ(f["marker"], "kept-" + tag);
+    EXPECT_EQ(f["aborted"], "0");
+}
+
+TEST_P(Misuse, ACxxCleanupMayTakeTheOutcome) {
+    const std::string tag = make_tag();
+    RawClient c = connect();
+    ASSERT_TRUE(c.send(http_get("/cxx?case=outcome&t=" + tag)));
+    ASSERT_TRUE(c.read_until("waiting\n", kIo));
+    c.close_fin();
+    EXPECT_EQ(result(tag, "outcome")["value"], "1");  // Outcome::kAborted
+}
+
+TEST_P(Misuse, ACxxWaitForTheMaximumDurationEndsWhenTheClientLeaves) {
+    const std::string tag = make_tag();
+    RawClient c = connect();
+    ASSERT_TRUE(c.send(http_get("/cxx?case=maxwait&t=" + tag)));
+    ASSERT_TRUE(c.read_until("waiting\n", kIo));
+    std::this_thread::sleep_for(Millis(200));  // the client's think time, not a sync
+    c.close_fin();
+    Fields f = result(tag, "maxwait");
+    EXPECT_EQ(f["aborted"], "1");
+    EXPECT_GE(std::stoi(f["slept_ms"]), 150);
 }
 
 INSTANTIATE_TEST_SUITE_P(Mpm, Misuse, testing::ValuesIn(all_mpms()), mpm_param_name);

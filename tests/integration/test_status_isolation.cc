@@ -89,8 +89,8 @@ TEST_P(StatusIsolation, AnHtaccessStatusPageShowsOnlyItsOwnVirtualHost) {
     EXPECT_EQ(tenant.find("/slow-a"), std::string::npos) << "vhost A's request on B's page";
     EXPECT_NE(tenant.find("/slow-b"), std::string::npos) << "B's own request is listed";
     // Contrast: the admin's pages, in the configuration files, see both.
-    for (const auto& [host, path] : {std::pair<std::string, std::string>{"localhost", "/agstatus"},
-                                     {"b.test", "/vstatus"}}) {
+    for (const auto& [host, path] :
+         {std::pair<std::string, std::string>{"localhost", "/agstatus"}, {"b.test", "/vstatus"}}) {
         const std::string all = page(host, path, &scope);
         EXPECT_EQ(scope, "server") << host << path;
         EXPECT_NE(all.find("/slow-a"), std::string::npos) << host << path;
@@ -102,8 +102,7 @@ TEST_P(StatusIsolation, AnHtaccessStatusPageShowsOnlyItsOwnVirtualHost) {
     await(tb);
 }
 
-INSTANTIATE_TEST_SUITE_P(Mpm, StatusIsolation, testing::Values("event", "worker"),
-                         mpm_param_name);
+INSTANTIATE_TEST_SUITE_P(Mpm, StatusIsolation, testing::Values("event", "worker"), mpm_param_name);
 
 }  // namespace
 }  // namespace agtest
