@@ -73,6 +73,13 @@ int create_reporting(char* err, size_t errlen, Create&& create) noexcept {
     return ENOMEM;
 }
 
+// The C permit function has an int result; the config outlives the
+// lifecycle (the glue keeps it in a static).
+bool permit_thunk(void* arg, int64_t now_ns, int64_t interval_ns) {
+    const auto* c = static_cast<const ag_lifecycle_config*>(arg);
+    return c->permit(c->permit_arg, now_ns, interval_ns) != 0;
+}
+
 struct SinkAdapter {
     ag_log_sink_fn* fn;
     void* ctx;
@@ -170,6 +177,11 @@ int ag_lifecycle_start(ag_monitor* m, const ag_lifecycle_config* config, ag_life
         c.grace_terminate = config->grace_terminate != 0;
         c.exit_timeout_ns = config->exit_timeout_ns;
         c.conn_capacity = config->conn_capacity;
+        c.terminate_interval_ns = config->terminate_interval_ns;
+        c.permit = config->permit != nullptr ? &permit_thunk : nullptr;
+        c.permit_arg = const_cast<ag_lifecycle_config*>(config);
+        c.on_drain = config->on_drain;
+        c.drain_arg = config->drain_arg;
         auto l = std::make_unique<ag_lifecycle>();
         abortguard::Status st = abortguard::Lifecycle::create(m->impl.get(), c, &l->impl);
         if (st.is_ok()) {
@@ -194,6 +206,14 @@ void ag_lifecycle_note_child_cleanup(ag_lifecycle* l) {
 
 int ag_lifecycle_stopping(const ag_lifecycle* l) {
     return l->impl->stopping() ? 1 : 0;
+}
+
+int ag_lifecycle_draining(const ag_lifecycle* l) {
+    return l->impl->draining() ? 1 : 0;
+}
+
+int ag_lifecycle_exiting(const ag_lifecycle* l) {
+    return l->impl->exit_begun() ? 1 : 0;
 }
 
 int ag_lifecycle_exit_bounded(const ag_lifecycle* l) {

@@ -154,6 +154,14 @@ typedef struct {
     int grace_terminate;     /* 0: log only */
     int64_t exit_timeout_ns; /* <= 0: no exit bound */
     size_t conn_capacity;    /* 0: client connections are not tracked */
+    /* Terminate's rate bound: none in a child's first interval, and
+     * permit(arg, now_ns, interval) for the server-wide one (NULL: none). */
+    int64_t terminate_interval_ns;
+    int (*permit)(void* arg, int64_t now_ns, int64_t interval_ns);
+    void* permit_arg;
+    /* The owner's part of a drain (monitor thread; must not block). */
+    void (*on_drain)(void* arg);
+    void* drain_arg;
 } ag_lifecycle_config;
 
 /* Creates the lifecycle on `m`'s thread and makes it the process's. Returns
@@ -166,6 +174,11 @@ void ag_lifecycle_notify_stop(ag_lifecycle* l, int graceful);
 void ag_lifecycle_notify_exit(ag_lifecycle* l);
 void ag_lifecycle_note_child_cleanup(ag_lifecycle* l);
 int ag_lifecycle_stopping(const ag_lifecycle* l);
+/* A terminate began the drain: take no new work. Any thread. */
+int ag_lifecycle_draining(const ag_lifecycle* l);
+/* The child's exit has begun (its pool's teardown; under prefork, often
+ * inside a signal handler). Async-signal-safe. */
+int ag_lifecycle_exiting(const ag_lifecycle* l);
 int ag_lifecycle_exit_bounded(const ag_lifecycle* l);
 
 /* Client connections (conn_table.h); lock-free and async-signal-safe. A

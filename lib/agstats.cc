@@ -111,6 +111,13 @@ void ag_stats_read(const void* mem, ag_stats_snapshot* out) noexcept {
     out->generations = s.generations;
 }
 
+int ag_stats_permit_terminate(void* mem, int64_t now_ns, int64_t interval_ns) noexcept {
+    auto* b = static_cast<st::Block*>(mem);
+    if (b == nullptr || ag_stats_block_slots(mem) == 0)
+        return 1;
+    return b->permit_terminate(now_ns, interval_ns) ? 1 : 0;
+}
+
 uint64_t ag_stats_bucket_upper_us(unsigned i) noexcept {
     return st::bucket_upper_us(i);
 }
@@ -131,6 +138,12 @@ const char* ag_stat_name(ag_stat_e which) noexcept {
             return "stop_notices";
         case AG_STAT_GRACE_ACTIONS:
             return "grace_actions";
+        case AG_STAT_TERMINATIONS:
+            return "terminations";
+        case AG_STAT_TERMINATIONS_REFUSED:
+            return "terminations_refused";
+        case AG_STAT_REQUESTS_CUT_AT_EXIT:
+            return "requests_cut_at_exit";
         case AG_STAT_COUNT:
             break;
     }

@@ -33,6 +33,9 @@ typedef enum {
     AG_STAT_LOCKS_RELEASED_BY_ABORT,
     AG_STAT_STOP_NOTICES,
     AG_STAT_GRACE_ACTIONS,
+    AG_STAT_TERMINATIONS,
+    AG_STAT_TERMINATIONS_REFUSED,
+    AG_STAT_REQUESTS_CUT_AT_EXIT,
     AG_STAT_COUNT
 } ag_stat_e;
 
@@ -100,6 +103,11 @@ void ag_stats_request_end(int aborted, int reason, int64_t start_ns,
                           int64_t aborted_at_ns) AG_STATS_NOEXCEPT;
 /* One run of a request's cleanups: adds run, failed and slow. */
 void ag_stats_cleanups(int run, int failed, int slow) AG_STATS_NOEXCEPT;
+
+/* The server-wide bound on terminations (stats.h, Block::permit_terminate):
+ * 1 if permitted now, 0 if one was within interval_ns; 1 if `mem` is no
+ * block (no bound can be kept, the per-child bound still applies). */
+int ag_stats_permit_terminate(void* mem, int64_t now_ns, int64_t interval_ns) AG_STATS_NOEXCEPT;
 
 /* Sums the block at `mem`; zeroes `out` if `mem` is no block. */
 void ag_stats_read(const void* mem, ag_stats_snapshot* out) AG_STATS_NOEXCEPT;

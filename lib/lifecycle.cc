@@ -105,7 +105,7 @@ Status Lifecycle::create(Monitor* monitor, const Config& config, std::unique_ptr
 }
 
 Lifecycle::Lifecycle(Monitor* monitor, const Config& config)
-    : monitor_(monitor), config_(config), exit_fn_(&default_exit) {
+    : monitor_(monitor), config_(config), born_ns_(mono_ns()), exit_fn_(&default_exit) {
     if (config.conn_capacity > 0)
         conns_.reset(new ConnTable(config.conn_capacity));
 }
@@ -117,6 +117,8 @@ Lifecycle::~Lifecycle() {
     monitor_->set_post_handler(nullptr, nullptr);  // waits for a running on_post
     // The scan re-arms itself; once closing_ is seen it stops doing so.
     for (uint64_t id; (id = scan_timer_.exchange(0)) != 0;)
+        monitor_->cancel_timer(id);
+    for (uint64_t id; (id = drain_timer_.exchange(0)) != 0;)
         monitor_->cancel_timer(id);
     if (have_backstop_)
         timer_delete(backstop_);
@@ -259,10 +261,6 @@ void Lifecycle::grace_expired(RequestState* state) noexcept {
     state->snapshot(&info);
     const int64_t now = mono_ns();
     Line what;
-    if (info.cleanup_since_ns != 0)
-        what.add(" (in %s)", info.cleanup);
-    else if (info.ending_since_ns != 0)
-        what.add(" (ending)");
     describe_locks(info, now, &what);
     AG_LOG(kWarn,
            "AG0601: the handler %s for %s is still running %lld ms after its client left (%s)%s",
@@ -273,25 +271,144 @@ void Lifecycle::grace_expired(RequestState* state) noexcept {
         terminate(state);
 }
 
+// The per-child bound first: a refusal there must not use up the
+// server-wide one.
+bool Lifecycle::permitted(int64_t now) noexcept {
+    if (now - born_ns_ < config_.terminate_interval_ns)
+        return false;
+    return config_.permit == nullptr ||
+           config_.permit(config_.permit_arg, now, config_.terminate_interval_ns);
+}
+
 void Lifecycle::terminate(RequestState* state) noexcept {
-    // The cleanups below are the application's and may hang: the kernel
-    // ends the process anyway.
-    arm_backstop(config_.exit_timeout_ns > 0 ? config_.exit_timeout_ns : 5 * kSecond);
-    const int pid = static_cast<int>(getpid());
+    if (!draining() && !permitted(mono_ns())) {
+        stats::count(stats::Counter::kTerminateRefused);
+        AG_LOG(kWarn,
+               "AG0605: AbortGuardGraceAction terminate refused by the rate bound (one per %lld ms "
+               "server-wide, none in a child's first %lld ms): the handler keeps running",
+               ms(config_.terminate_interval_ns), ms(config_.terminate_interval_ns));
+        return;
+    }
+    const int64_t bound = config_.exit_timeout_ns > 0 ? config_.exit_timeout_ns : kDefaultDrainNs;
+    // The cleanups below are the application's and may hang: whatever
+    // happens, the kernel ends the process a second after the drain's bound.
+    arm_backstop(sat_add(bound, kSecond));
+    if (!draining())
+        stats::count(stats::Counter::kTerminations);  // once per child: it drains once
+    give_up_on(state);
+    begin_drain();
+}
+
+// Release: the hung request's abort cleanups, then its locks.
+void Lifecycle::give_up_on(RequestState* state) noexcept {
     AG_LOG(kWarn,
            "AG0602: AbortGuardGraceAction terminate: running the request's abort cleanups on the "
-           "monitor thread and releasing its locks, then ending child process %d",
-           pid);
+           "monitor thread and releasing its locks");
+    state->mark_given_up();
     t_in_terminate = true;
     const CleanupRegistry::Summary sum = state->run_cleanups(true, 0);
     t_in_terminate = false;
     const int released = state->release_locks();
     if (released > 0)
         stats::count(stats::Counter::kLocksReleasedByAbort, static_cast<uint64_t>(released));
+    AG_LOG(kWarn, "AG0603: ran %d cleanup(s) (%d failed), released %d lock(s)", sum.run, sum.failed,
+           released);
+}
+
+// ---- the drain (monitor thread)
+
+void Lifecycle::begin_drain() noexcept {
+    int64_t none = 0;
+    if (!drain_ns_.compare_exchange_strong(none, mono_ns(), std::memory_order_acq_rel))
+        return;  // already draining: the hung request was given up on, that is all
+    drain_serial_ = RequestState::last_serial();
+    if (config_.on_drain != nullptr)
+        config_.on_drain(config_.drain_arg);
     AG_LOG(kWarn,
-           "AG0603: ran %d cleanup(s) (%d failed), released %d lock(s); child process %d exits "
-           "now so that the parent replaces it",
-           sum.run, sum.failed, released, pid);
+           "AG0607: child process %d drains: it takes no new work, and %d other request(s) may "
+           "finish within %lld ms; then it exits",
+           static_cast<int>(getpid()), drain_remaining(),
+           ms(config_.exit_timeout_ns > 0 ? config_.exit_timeout_ns : kDefaultDrainNs));
+    // As at a graceful stop: the requests get the stop notice (a long-poll
+    // answers now) and idle keep-alive connections are closed.
+    notify_stop(true);
+    drain_check(this);
+}
+
+// Requests in flight when the drain began that are not given up on.
+int Lifecycle::drain_remaining() const noexcept {
+    struct Count {
+        uint64_t up_to;
+        int n;
+    } c{drain_serial_, 0};
+    RequestState::for_each_state(
+        [](RequestState* s, void* ctx) {
+            auto* cc = static_cast<Count*>(ctx);
+            if (s->serial() <= cc->up_to && !s->given_up())
+                ++cc->n;
+        },
+        &c);
+    return c.n;
+}
+
+void Lifecycle::drain_check(void* self_arg) {
+    auto* self = static_cast<Lifecycle*>(self_arg);
+    self->drain_timer_.store(0);
+    if (self->closing_.load() || self->gave_up_.load())
+        return;
+    const int64_t now = mono_ns();
+    const int64_t bound =
+        self->config_.exit_timeout_ns > 0 ? self->config_.exit_timeout_ns : kDefaultDrainNs;
+    if (self->drain_remaining() == 0) {
+        AG_LOG(kWarn, "AG0608: child process %d drained in %lld ms; it exits now",
+               static_cast<int>(getpid()), ms(now - self->drain_ns_.load()));
+        self->end_process();
+        return;
+    }
+    if (now - self->drain_ns_.load() >= bound) {
+        self->cut_and_exit();
+        return;
+    }
+    Monitor::TimerId id = 0;
+    const int64_t period = std::clamp<int64_t>(bound / 100, 2 * 1000000, 50 * 1000000);
+    if (self->monitor_->add_timer(now + period, &Lifecycle::drain_check, self, &id).is_ok())
+        self->drain_timer_.store(id);
+}
+
+// Force, last: every request still running is named, its abort cleanups run
+// (under its shard's lock, which keeps it alive; the backstop bounds it),
+// and the process ends.
+void Lifecycle::cut_and_exit() noexcept {
+    struct Cut {
+        int64_t now;
+        int n;
+    } c{mono_ns(), 0};
+    RequestState::for_each_state(
+        [](RequestState* s, void* ctx) {
+            auto* cc = static_cast<Cut*>(ctx);
+            if (s->given_up())
+                return;
+            if (++cc->n <= kNamedAtExit) {
+                ag_inflight_info info;
+                s->snapshot(&info);
+                Line line;
+                describe_request(info, cc->now, &line);
+                AG_LOG(kWarn, "AG0609: cut at exit:%s", line.c_str());
+            }
+            s->mark_given_up();
+            t_in_terminate = true;
+            s->run_cleanups(true, 0);
+            t_in_terminate = false;
+            s->release_locks();
+            stats::count(stats::Counter::kRequestsCutAtExit);
+        },
+        &c);
+    if (c.n > kNamedAtExit)
+        AG_LOG(kWarn, "AG0609: cut at exit: and %d more request(s)", c.n - kNamedAtExit);
+    AG_LOG(kWarn,
+           "AG0612: child process %d did not drain within its bound: %d request(s) cut; it exits "
+           "now",
+           static_cast<int>(getpid()), c.n);
     end_process();
 }
 
@@ -328,7 +445,7 @@ void Lifecycle::scan_fired(void* self_arg) {
             bool hung;
             ag_inflight_info info;
         } f{now, stop_ns, limit, false, {}};
-        RequestState::for_each(
+        RequestState::try_for_each(
             [](const ag_inflight_info* info, void* ctx) {
                 auto* ff = static_cast<Find*>(ctx);
                 if (ff->hung || info->ending_since_ns == 0)
@@ -359,7 +476,8 @@ void Lifecycle::give_up(const char* why) noexcept {
     };
     Line waiting;
     Collect c{now, &waiting, 0};
-    RequestState::for_each(
+    // try_: the exit may have interrupted a thread holding a shard's lock.
+    const bool complete = RequestState::try_for_each(
         [](const ag_inflight_info* info, void* ctx) {
             auto* cc = static_cast<Collect*>(ctx);
             describe_request(*info, cc->now, cc->line);
@@ -367,7 +485,9 @@ void Lifecycle::give_up(const char* why) noexcept {
         },
         &c);
     if (c.n == 0)
-        waiting.add(" no request of ours");
+        waiting.add(complete ? " no request of ours" : " requests that could not be listed");
+    else if (!complete)
+        waiting.add(" (and requests that could not be listed)");
     if (conns_ && conns_->open_count() > 0)
         waiting.add(", %zu client connection(s) still open", conns_->open_count());
     if (exit_begun()) {

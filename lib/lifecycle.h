@@ -8,12 +8,24 @@
 //    with reason server-stop instead), give it at once to requests created
 //    later, and shut down the idle keep-alive connections of the ConnTable.
 //  - Grace period. When a request is aborted, a monitor timer is armed for
-//    `grace_ns` later; the request's end cancels it. If it fires, the
-//    handler is still running for a client that left: it is logged once at
-//    warn (from the in-flight table: URI, handler, time since the abort,
-//    locks held). With `grace_terminate`, the monitor thread then runs the
-//    request's abort-selected cleanups, releases its file locks and ends the
-//    process (exit_fn, _exit by default), so the parent replaces it.
+//    `grace_ns` later; the start of the request's cleanups cancels it (the
+//    grace period measures the handler, never its cleanups). If it fires,
+//    the handler is still running for a client that left: it is logged once
+//    at warn (from the in-flight table: URI, handler, time since the abort,
+//    locks held).
+//  - Terminate (`grace_terminate`): release, drain, then exit. The monitor
+//    thread runs the hung request's abort-selected cleanups and releases its
+//    file locks at once. Then the child drains: the owner is told
+//    (on_drain: stop taking new work as far as the server lets it), idle
+//    keep-alive connections are shut down, and every other request that
+//    was in flight at that moment may finish, within `exit_timeout_ns` (30 s
+//    when that is off). Requests still running then are named at warn, one
+//    line each, their abort-selected cleanups run, and they are counted;
+//    then the process ends (exit_fn, _exit by default) and the parent
+//    replaces it. A terminate needs permission: the child must have run for
+//    `terminate_interval_ns`, and the server-wide `permit` (one per interval
+//    across all children) must agree -- otherwise it is only logged, so that
+//    clients cannot end children at will.
 //  - Exit bound. Once the child's exit has begun (notify_exit(): the child
 //    pool's teardown; or an ungraceful stop), it has `exit_timeout_ns` to
 //    finish; and in a stopping child a request whose cleanups run longer
@@ -68,13 +80,30 @@ class Lifecycle {
   public:
     static constexpr int64_t kSecond = 1000000000;
 
+    // The server-wide bound on terminations (shared memory in httpd): true
+    // to permit one at `now_ns`. Any thread; must not block.
+    using PermitFn = bool (*)(void* arg, int64_t now_ns, int64_t interval_ns);
+    // The owner's part of a drain (httpd: the scoreboard says the child is
+    // quiescing). Monitor thread; must not block.
+    using DrainFn = void (*)(void* arg);
+
     struct Config {
         int64_t grace_ns = 30 * kSecond;  // <= 0: no grace timer
         bool grace_terminate = false;
         int64_t exit_timeout_ns = 5 * kSecond;  // <= 0: no exit bound
         size_t conn_capacity = 0;               // 0: connections not tracked
         bool kill_backstop = true;              // tests turn it off
+        int64_t terminate_interval_ns = 10 * kSecond;
+        PermitFn permit = nullptr;  // nullptr: no server-wide bound
+        void* permit_arg = nullptr;
+        DrainFn on_drain = nullptr;
+        void* drain_arg = nullptr;
     };
+    // The drain's bound when exit_timeout_ns is off.
+    static constexpr int64_t kDefaultDrainNs = 30 * kSecond;
+    // At most this many requests are named one line each when a child cuts
+    // them at its exit; the rest are counted in one more line.
+    static constexpr int kNamedAtExit = 20;
     // Ends the process (status 0: httpd's parent replaces the child).
     using ExitFn = void (*)(int status);
 
@@ -96,6 +125,8 @@ class Lifecycle {
     // hang is elsewhere).
     void note_child_cleanup() noexcept { child_cleanup_ran_.store(true); }
     bool stopping() const noexcept { return stop_ns_.load(std::memory_order_acquire) != 0; }
+    // A terminate began the drain: the child takes no new work. Any thread.
+    bool draining() const noexcept { return drain_ns_.load(std::memory_order_acquire) != 0; }
     bool exit_begun() const noexcept { return exit_ns_.load(std::memory_order_acquire) != 0; }
     const Config& config() const noexcept { return config_; }
 
@@ -127,7 +158,13 @@ class Lifecycle {
 
     void deliver(RequestState* state, int64_t now) noexcept;
     void grace_expired(RequestState* state) noexcept;
+    bool permitted(int64_t now) noexcept;
     void terminate(RequestState* state) noexcept;
+    void give_up_on(RequestState* state) noexcept;
+    void begin_drain() noexcept;
+    static void drain_check(void* self);
+    int drain_remaining() const noexcept;
+    void cut_and_exit() noexcept;
     void ensure_scan() noexcept;
     void give_up(const char* why) noexcept;
     void arm_backstop(int64_t in_ns) noexcept;
@@ -135,6 +172,7 @@ class Lifecycle {
 
     Monitor* const monitor_;
     const Config config_;
+    const int64_t born_ns_;
     std::unique_ptr<ConnTable> conns_;
     std::atomic<ExitFn> exit_fn_;
 
@@ -143,8 +181,12 @@ class Lifecycle {
     std::atomic<bool> child_cleanup_ran_{false};
     std::atomic<bool> gave_up_{false};
 
+    std::atomic<int64_t> drain_ns_{0};  // a terminate began the drain
+
     // Monitor thread only (and the destructor, once it stopped them).
     bool delivered_ = false;
+    uint64_t drain_serial_ = 0;  // the drain waits for requests up to this one
+    std::atomic<uint64_t> drain_timer_{0};
     std::atomic<uint64_t> scan_timer_{0};
     std::atomic<bool> closing_{false};
 

@@ -31,6 +31,7 @@ struct Shard {
 };
 constexpr size_t kShards = 16;
 Shard g_shards[kShards];
+std::atomic<uint64_t> g_serial{0};
 
 Shard& shard_of(const void* state) {
     // States are heap blocks: drop the low bits malloc keeps constant.
@@ -45,7 +46,10 @@ void copy_truncated(char* dst, size_t len, const char* src) {
 
 RequestState::RequestState(const char* uri, const char* handler, unsigned flags,
                            uint64_t vhost) noexcept
-    : start_ns_(mono_ns()), vhost_(vhost), flags_(static_cast<uint8_t>(flags)) {
+    : start_ns_(mono_ns()),
+      serial_(g_serial.fetch_add(1, std::memory_order_relaxed) + 1),
+      vhost_(vhost),
+      flags_(static_cast<uint8_t>(flags)) {
     copy_truncated(uri_, sizeof uri_, uri);
     copy_truncated(handler_, sizeof handler_, handler);
     static const bool hooked = (Token::set_owner_hook(&RequestState::on_token_aborted), true);
@@ -126,7 +130,20 @@ Status RequestState::on_abort(Token::Callback cb) noexcept {
     return Status::from_errno(ENOMEM, "adding an abort callback");
 }
 
+uint64_t RequestState::last_serial() noexcept {
+    return g_serial.load(std::memory_order_relaxed);
+}
+
 CleanupRegistry::Summary RequestState::run_cleanups(bool aborted, int64_t slow_ns) noexcept {
+    uint64_t timer;
+    {
+        std::lock_guard<std::mutex> guard(mu_);
+        grace_closed_ = true;
+        timer = std::exchange(grace_timer_, 0);
+    }
+    // Synchronous (returns at once when called by the grace action itself).
+    if (timer != 0)
+        Lifecycle::cancel_grace(timer);
     int64_t none = 0;
     ending_since_ns_.compare_exchange_strong(none, mono_ns(), std::memory_order_relaxed);
     CleanupRegistry* reg = nullptr;
@@ -272,7 +289,7 @@ int RequestState::held_locks() const {
     return n;
 }
 
-void RequestState::snapshot(ag_inflight_info* info) const {
+void RequestState::snapshot(ag_inflight_info* info, bool blocking) const {
     memset(info, 0, sizeof *info);
     info->start_ns = start_ns_;
     info->vhost = vhost_;
@@ -288,7 +305,11 @@ void RequestState::snapshot(ag_inflight_info* info) const {
     }
     copy_truncated(info->uri, sizeof info->uri, uri_);
     copy_truncated(info->handler, sizeof info->handler, handler_);
-    std::lock_guard<std::mutex> guard(mu_);
+    std::unique_lock<std::mutex> guard(mu_, std::defer_lock);
+    if (blocking)
+        guard.lock();
+    else if (!guard.try_lock())
+        return;  // its locks go unlisted
     for (const auto& l : locks_) {
         if (!l->lock.held())
             continue;
@@ -311,6 +332,23 @@ void RequestState::for_each(ag_inflight_fn* fn, void* ctx) {
             fn(&info, ctx);
         }
     }
+}
+
+bool RequestState::try_for_each(ag_inflight_fn* fn, void* ctx) noexcept {
+    bool all = true;
+    for (Shard& shard : g_shards) {
+        std::unique_lock<std::mutex> lock(shard.mu, std::try_to_lock);
+        if (!lock.owns_lock()) {
+            all = false;
+            continue;
+        }
+        for (const RequestState* s = shard.head; s != nullptr; s = s->next_) {
+            ag_inflight_info info;
+            s->snapshot(&info, false);
+            fn(&info, ctx);
+        }
+    }
+    return all;
 }
 
 void RequestState::for_each_state(StateFn fn, void* ctx) {

@@ -80,8 +80,20 @@ class RequestState {
     // Token::on_abort within kMaxAbortCallbacks: ENOSPC past it, ENOMEM.
     Status on_abort(Token::Callback cb) noexcept;
     // Runs the cleanups (CleanupRegistry::run) and marks the request as
-    // ending from now on, which a watchdog may report.
+    // ending from now on, which a watchdog may report. The grace period
+    // measures the handler, not its cleanups: the grace timer is cancelled
+    // first (waiting for a grace action in progress), so a grace action
+    // never releases a lock under a running cleanup.
     CleanupRegistry::Summary run_cleanups(bool aborted, int64_t slow_ns) noexcept;
+
+    // Creation order in this process (1, 2, ...): a drain waits for the
+    // requests created up to a point.
+    uint64_t serial() const noexcept { return serial_; }
+    static uint64_t last_serial() noexcept;
+    // The child gave up on this request's handler (terminate): a drain does
+    // not wait for it. Any thread.
+    void mark_given_up() noexcept { given_up_.store(true, std::memory_order_release); }
+    bool given_up() const noexcept { return given_up_.load(std::memory_order_acquire); }
 
     bool stop_aborts() const noexcept { return (flags_ & kStopAborts) != 0; }
     // The handler's response is complete: a stop notice no longer concerns
@@ -110,14 +122,19 @@ class RequestState {
     // locks (one shard at a time): fn must copy what it needs and must not
     // block.
     static void for_each(ag_inflight_fn* fn, void* ctx);
+    // The same for an exit path that may have interrupted a thread holding
+    // a shard's lock (a signal): a busy shard is skipped. Returns false if
+    // one was.
+    static bool try_for_each(ag_inflight_fn* fn, void* ctx) noexcept;
     // The same with the states themselves, which stay alive while fn runs
     // (the destructor leaves the table under the same lock); fn must be
     // short and must not create or destroy states.
     using StateFn = void (*)(RequestState* state, void* ctx);
     static void for_each_state(StateFn fn, void* ctx);
 
-    // What the status page and the lifecycle's reports show.
-    void snapshot(ag_inflight_info* info) const;
+    // What the status page and the lifecycle's reports show. Not
+    // `blocking`: the locks held go unlisted if the state's lock is busy.
+    void snapshot(ag_inflight_info* info, bool blocking = true) const;
 
     // For the lifecycle: arms the grace timer (`arm` returns its id, 0 on
     // failure; called under the state's lock) unless the state is ending or
@@ -135,7 +152,9 @@ class RequestState {
 
     Token token_;
     const int64_t start_ns_;
+    const uint64_t serial_;
     const uint64_t vhost_;
+    std::atomic<bool> given_up_{false};
     const uint8_t flags_;
     std::atomic<uint8_t> bounds_logged_{0};
     std::atomic<size_t> abort_callbacks_{0};

@@ -87,7 +87,17 @@ Block::Block(uint32_t nslots, uint64_t created_unix) noexcept
       nslots_(nslots),
       slot_size_(sizeof(Slot)),
       created_unix_(created_unix),
-      generations_(0) {}
+      generations_(0),
+      last_terminate_ns_(0) {}
+
+bool Block::permit_terminate(int64_t now_ns, int64_t interval_ns) noexcept {
+    int64_t last = last_terminate_ns_.load(std::memory_order_acquire);
+    do {
+        if (last != 0 && now_ns - last < interval_ns)
+            return false;
+    } while (!last_terminate_ns_.compare_exchange_weak(last, now_ns, std::memory_order_acq_rel));
+    return true;
+}
 
 size_t Block::bytes_for(uint32_t nslots) noexcept {
     return kHeaderBytes + size_t{nslots} * sizeof(Slot);

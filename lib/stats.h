@@ -40,8 +40,11 @@ enum class Counter : uint32_t {
     kLocksReleasedByAbort,
     kStopNotices,
     kGraceActions,
+    kTerminations,       // a child ended a hung handler (AbortGuardGraceAction terminate)
+    kTerminateRefused,   // ... that the rate bound refused
+    kRequestsCutAtExit,  // requests still running when a terminating child exited
 };
-constexpr uint32_t kCounterCount = 7;
+constexpr uint32_t kCounterCount = 10;
 // Reserved room, so counters can be added without a new layout version.
 constexpr uint32_t kCounterSlots = 16;
 
@@ -136,6 +139,11 @@ class Block {
 
     Snapshot snapshot() const noexcept;
 
+    // The server-wide bound on terminations: true (and the time recorded)
+    // when none was permitted in the `interval_ns` before `now_ns`
+    // (CLOCK_MONOTONIC, which every process of the machine shares).
+    bool permit_terminate(int64_t now_ns, int64_t interval_ns) noexcept;
+
   private:
     Block(uint32_t nslots, uint64_t created_unix) noexcept;
     const Slot* slots() const noexcept;
@@ -149,6 +157,7 @@ class Block {
     uint64_t slot_size_;
     uint64_t created_unix_;
     std::atomic<uint64_t> generations_;
+    std::atomic<int64_t> last_terminate_ns_;  // 0: never
 };
 
 // The slot this process counts into; nullptr (the default) makes every

@@ -15,6 +15,7 @@ APLOG_USE_MODULE(abortguard);
 #define AG_DEFAULT_GRACE_NS APR_INT64_C(30000000000)
 #define AG_DEFAULT_EXIT_TIMEOUT_NS APR_INT64_C(5000000000)
 #define AG_DEFAULT_MONITOR_NICE (-20)
+#define AG_DEFAULT_TERMINATE_INTERVAL_NS APR_INT64_C(10000000000)
 
 /* The value of `field` for `conf`, or `dflt` where no scope set it. */
 #define AG_GET(conf, field, dflt) ((conf)->field == AG_UNSET ? (dflt) : (conf)->field)
@@ -40,6 +41,7 @@ void* ag_dir_config_create(apr_pool_t* p, char* dir) {
     conf->grace_action = AG_UNSET;
     conf->exit_timeout_ns = AG_UNSET;
     conf->monitor_boost = AG_UNSET;
+    conf->terminate_interval_ns = AG_UNSET;
     return conf;
 }
 
@@ -62,6 +64,7 @@ void* ag_dir_config_merge(apr_pool_t* p, void* basev, void* addv) {
     AG_MERGE(merged, base, add, grace_action);
     AG_MERGE(merged, base, add, exit_timeout_ns);
     AG_MERGE(merged, base, add, monitor_boost);
+    AG_MERGE(merged, base, add, terminate_interval_ns);
     return merged;
 }
 
@@ -131,6 +134,10 @@ apr_int64_t ag_config_exit_timeout_ns(const ag_dir_config* conf) {
     return AG_GET(conf, exit_timeout_ns, AG_DEFAULT_EXIT_TIMEOUT_NS);
 }
 
+apr_int64_t ag_config_terminate_interval_ns(const ag_dir_config* conf) {
+    return AG_GET(conf, terminate_interval_ns, AG_DEFAULT_TERMINATE_INTERVAL_NS);
+}
+
 int ag_config_monitor_nice(const ag_dir_config* conf) {
     return -AG_GET(conf, monitor_boost, -AG_DEFAULT_MONITOR_NICE);
 }
@@ -158,42 +165,67 @@ static const char* set_flag(cmd_parms* cmd, void* dirconf, int flag) {
 #define AG_SECOND (1000 * AG_MS)
 #define AG_MINUTE (60 * AG_SECOND)
 
-/* A duration directive: its field, its range (0, "off", is always
- * accepted), the range as the error message says it, and whether it is
+/* A duration directive: its field, its range, the range as the error
+ * message says it, whether "off" (0s) is accepted, and whether it is
  * process-wide (main server config only: a child process has one
  * lifecycle, whichever virtual host its requests belong to). */
 typedef struct {
     apr_size_t offset;
     apr_int64_t min_ns, max_ns;
     const char* range;
+    int can_be_off;
     int global;
 } ag_duration_rule;
 
-static const ag_duration_rule cleanup_warn_rule = {APR_OFFSETOF(ag_dir_config, cleanup_warn_ns),
-                                                   AG_MS, 60 * AG_MINUTE, "from 1ms to 60m", 0};
-static const ag_duration_rule lock_warn_rule = {APR_OFFSETOF(ag_dir_config, lock_warn_ns), AG_MS,
-                                                60 * AG_MINUTE, "from 1ms to 60m", 0};
+static const ag_duration_rule cleanup_warn_rule = {
+    APR_OFFSETOF(ag_dir_config, cleanup_warn_ns), AG_MS, 60 * AG_MINUTE, "from 1ms to 60m", 1, 0};
+static const ag_duration_rule lock_warn_rule = {
+    APR_OFFSETOF(ag_dir_config, lock_warn_ns), AG_MS, 60 * AG_MINUTE, "from 1ms to 60m", 1, 0};
 /* A grace period shorter than a second would cut handlers that are still
  * noticing; a day covers the longest report. */
-static const ag_duration_rule grace_rule = {APR_OFFSETOF(ag_dir_config, grace_ns), AG_SECOND,
-                                            1440 * AG_MINUTE, "from 1s to 1440m (a day)", 1};
+static const ag_duration_rule grace_rule = {APR_OFFSETOF(ag_dir_config, grace_ns),
+                                            AG_SECOND,
+                                            1440 * AG_MINUTE,
+                                            "from 1s to 1440m (a day)",
+                                            1,
+                                            1};
 /* The exit bound's SIGKILL backstop is armed a second after it. */
-static const ag_duration_rule exit_rule = {APR_OFFSETOF(ag_dir_config, exit_timeout_ns), AG_SECOND,
-                                           60 * AG_MINUTE, "from 1s to 60m", 1};
+static const ag_duration_rule exit_rule = {APR_OFFSETOF(ag_dir_config, exit_timeout_ns),
+                                           AG_SECOND,
+                                           60 * AG_MINUTE,
+                                           "from 1s to 60m",
+                                           1,
+                                           1};
+/* Never off: it bounds how often clients can end a child. */
+static const ag_duration_rule terminate_rule = {APR_OFFSETOF(ag_dir_config, terminate_interval_ns),
+                                                AG_SECOND,
+                                                60 * AG_MINUTE,
+                                                "from 1s to 60m",
+                                                0,
+                                                1};
+
+static int duration_ok(const ag_duration_rule* rule, const char* arg, int64_t* ns) {
+    *ns = 0;
+    if (rule->can_be_off && strcasecmp(arg, "off") == 0) {
+        return 1;
+    }
+    if (!ag_parse_duration(arg, ns)) {
+        return 0;
+    }
+    return (rule->can_be_off && *ns == 0) || (*ns >= rule->min_ns && *ns <= rule->max_ns);
+}
 
 static const char* set_duration(cmd_parms* cmd, void* dirconf, const char* arg) {
     const ag_duration_rule* rule = cmd->info;
     const char* err = rule->global ? ap_check_cmd_context(cmd, GLOBAL_ONLY) : NULL;
-    int64_t ns = 0;
+    int64_t ns;
     if (err != NULL) {
         return err;
     }
-    if (strcasecmp(arg, "off") != 0 &&
-        (!ag_parse_duration(arg, &ns) || (ns != 0 && (ns < rule->min_ns || ns > rule->max_ns)))) {
+    if (!duration_ok(rule, arg, &ns)) {
         return apr_pstrcat(cmd->pool, cmd->cmd->name, " takes a duration ", rule->range,
-                           ": a whole number with the unit ms, s or m (e.g. 500ms, 2s, 1m); or "
-                           "off (0s)",
-                           NULL);
+                           ": a whole number with the unit ms, s or m (e.g. 500ms, 2s, 1m)",
+                           rule->can_be_off ? "; or off (0s)" : "", NULL);
     }
     *(apr_int64_t*)((char*)dirconf + rule->offset) = ns;
     return NULL;
@@ -335,6 +367,9 @@ const command_rec ag_directives[] = {
     AP_INIT_TAKE1("AbortGuardExitTimeout", set_duration, (void*)&exit_rule, RSRC_CONF,
                   "how long an exiting child may take before it logs what it waits for and exits "
                   "(default 5s; off: no bound)"),
+    AP_INIT_TAKE1("AbortGuardTerminateInterval", set_duration, (void*)&terminate_rule, RSRC_CONF,
+                  "at most one AbortGuardGraceAction terminate per this interval across the "
+                  "server, and none in a child's first interval (default 10s)"),
     AP_INIT_TAKE1("AbortGuardMonitorNice", set_monitor_nice, NULL, RSRC_CONF,
                   "the monitor thread's nice value, -20 (default) to 0: it runs before the "
                   "request threads it wakes"),

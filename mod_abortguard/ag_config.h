@@ -28,10 +28,11 @@ typedef struct {
     int stop_aborts; /* AbortGuardStopAborts: 1, 0 or AG_UNSET */
     /* Process-wide (main server only), read from the main server's
      * defaults (ag_config_for_server): */
-    apr_int64_t grace_ns;        /* AbortGuardGracePeriod, 0: off; or AG_UNSET */
-    int grace_action;            /* AbortGuardGraceAction: ag_grace_action_e or AG_UNSET */
-    apr_int64_t exit_timeout_ns; /* AbortGuardExitTimeout, 0: off; or AG_UNSET */
-    int monitor_boost;           /* -AbortGuardMonitorNice (0..20), or AG_UNSET */
+    apr_int64_t grace_ns;              /* AbortGuardGracePeriod, 0: off; or AG_UNSET */
+    int grace_action;                  /* AbortGuardGraceAction: ag_grace_action_e or AG_UNSET */
+    apr_int64_t exit_timeout_ns;       /* AbortGuardExitTimeout, 0: off; or AG_UNSET */
+    int monitor_boost;                 /* -AbortGuardMonitorNice (0..20), or AG_UNSET */
+    apr_int64_t terminate_interval_ns; /* AbortGuardTerminateInterval, or AG_UNSET */
 } ag_dir_config;
 
 extern const command_rec ag_directives[];
@@ -67,5 +68,8 @@ int ag_config_grace_terminates(const ag_dir_config* conf);
 apr_int64_t ag_config_exit_timeout_ns(const ag_dir_config* conf);
 /* AbortGuardMonitorNice: the monitor thread's nice value, -20..0. */
 int ag_config_monitor_nice(const ag_dir_config* conf);
+/* AbortGuardTerminateInterval: at most one terminate per interval across the
+ * server, and none in a child's first interval. */
+apr_int64_t ag_config_terminate_interval_ns(const ag_dir_config* conf);
 
 #endif /* AG_CONFIG_H */

@@ -16,6 +16,9 @@
 #include "apr_portable.h"
 
 #include "ag_config.h"
+#include "ag_shm.h"
+#include "agstats.h"
+#include "scoreboard.h"
 #include "mod_abortguard.h"
 
 APLOG_USE_MODULE(abortguard);
@@ -44,9 +47,11 @@ static struct sigaction prev_graceful; /* prefork's own graceful handler */
  * (synchronously), at pre_close_connection or, as a backstop, when the
  * connection's pool goes. */
 typedef struct {
-    int slot; /* in the core's table; -1 once removed */
-    int fd;   /* our duplicate of the client socket; -1 once closed */
-    int idle; /* between two requests (the owner thread's view) */
+    int slot;   /* in the core's table; -1 once removed */
+    int fd;     /* our duplicate of the client socket; -1 once closed */
+    int idle;   /* between two requests (the owner thread's view) */
+    int active; /* requests read and not yet logged: a pipelined request can
+                   start before the previous one is logged */
 } ag_conn;
 
 static void untrack(ag_conn* cc) {
@@ -91,6 +96,7 @@ static int track_connection(conn_rec* c, void* csd) {
     cc = apr_palloc(c->pool, sizeof(*cc));
     cc->fd = dup;
     cc->idle = 0; /* a new connection's first request is never cut */
+    cc->active = 0;
     if ((cc->slot = ag_conn_add(child_life, dup)) < 0) {
         close(dup);
         return DECLINED;
@@ -130,8 +136,19 @@ static int request_ended(request_rec* r) {
     conn_rec* c = r->connection;
     ag_conn* cc;
 
-    if (!tracking || r->main != NULL || c->keepalive != AP_CONN_KEEPALIVE || c->aborted ||
-        (cc = find_conn(c)) == NULL || cc->slot < 0) {
+    if (r->main == NULL && ag_lifecycle_draining_now()) {
+        c->keepalive = AP_CONN_CLOSE; /* after this response: no new work here */
+    }
+    if (!tracking || r->main != NULL || (cc = find_conn(c)) == NULL) {
+        return DECLINED;
+    }
+    if (cc->active > 0) {
+        --cc->active;
+    }
+    /* Idle only when no request of it is being handled: with pipelining,
+     * this request's log (its buffered response written out) may come while
+     * the next request reads its body. */
+    if (cc->active > 0 || c->keepalive != AP_CONN_KEEPALIVE || c->aborted || cc->slot < 0) {
         return DECLINED;
     }
     /* A connection switched to another protocol (h2c, a WebSocket tunnel)
@@ -141,6 +158,21 @@ static int request_ended(request_rec* r) {
     }
     cc->idle = 1;
     ag_conn_idle(child_life, cc->slot);
+    return DECLINED;
+}
+
+/* A request was read: the connection is busy until it is logged. */
+static int request_read(request_rec* r) {
+    ag_conn* cc;
+    if (!tracking || r->main != NULL || r->prev != NULL ||
+        (cc = find_conn(r->connection)) == NULL) {
+        return DECLINED;
+    }
+    ++cc->active;
+    if (cc->idle) {
+        cc->idle = 0;
+        ag_conn_busy(child_life, cc->slot);
+    }
     return DECLINED;
 }
 
@@ -209,9 +241,50 @@ int ag_lifecycle_keeps_monitor(void) {
     return ag_lifecycle_exit_bounded(child_life);
 }
 
+/* The server-wide bound on terminations lives in the shared stats block. */
+static int permit_terminate(void* arg, int64_t now_ns, int64_t interval_ns) {
+    (void)arg;
+    return ag_stats_permit_terminate(ag_shm_block(), now_ns, interval_ns);
+}
+
+/* The drain's part in httpd (monitor thread): the scoreboard says this child
+ * is quiescing, so the parent counts none of its threads as idle and starts
+ * a replacement as soon as it has room. An MPM's own listener cannot be
+ * stopped from a module; new requests are refused instead (refuse_new). */
+static void drain_begins(void* arg) {
+    process_score* ps;
+    int slot = ap_find_child_by_pid(&(apr_proc_t){.pid = getpid()});
+    (void)arg;
+    if (slot >= 0 && (ps = ap_get_scoreboard_process(slot)) != NULL && ps->quiescing == 0) {
+        ps->quiescing = 1;
+    }
+}
+
+int ag_lifecycle_draining_now(void) {
+    return child_life != NULL && ag_lifecycle_draining(child_life);
+}
+
+int ag_lifecycle_exiting_now(void) {
+    return child_life != NULL && ag_lifecycle_exiting(child_life);
+}
+
+/* post_read_request, first: a draining child takes no new work. The client
+ * is told to come again (to another child) and the connection closes. */
+static int refuse_new(request_rec* r) {
+    if (r->main != NULL || r->prev != NULL || !ag_lifecycle_draining_now()) {
+        return DECLINED;
+    }
+    r->connection->keepalive = AP_CONN_CLOSE;
+    apr_table_setn(r->err_headers_out, "Retry-After", "1");
+    ap_log_rerror(APLOG_MARK, APLOG_INFO, 0, r,
+                  "AG0613: refused: this child is draining after AbortGuardGraceAction terminate");
+    return HTTP_SERVICE_UNAVAILABLE;
+}
+
 void ag_lifecycle_child_init(apr_pool_t* pchild, server_rec* s, ag_monitor* monitor) {
     const ag_dir_config* conf = ag_config_for_server(s);
-    ag_lifecycle_config config;
+    /* Static: the core keeps a pointer to it for the permit function. */
+    static ag_lifecycle_config config;
     int async = 0, threads = 1, rv;
     char err[256];
 
@@ -228,6 +301,9 @@ void ag_lifecycle_child_init(apr_pool_t* pchild, server_rec* s, ag_monitor* moni
     /* A synchronous MPM has at most one connection per thread; a little
      * room for modules that run connections on threads of their own. */
     config.conn_capacity = async ? 0 : (size_t)threads + 8;
+    config.terminate_interval_ns = ag_config_terminate_interval_ns(conf);
+    config.permit = permit_terminate;
+    config.on_drain = drain_begins;
     rv = ag_lifecycle_start(monitor, &config, &child_life, err, sizeof(err));
     if (rv != 0) {
         ap_log_error(APLOG_MARK, APLOG_ERR, rv, s,
@@ -250,6 +326,8 @@ void ag_lifecycle_register_hooks(apr_pool_t* p) {
     ap_hook_pre_connection(track_connection, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_pre_close_connection(untrack_connection, NULL, NULL, APR_HOOK_REALLY_FIRST);
     ap_hook_log_transaction(request_ended, NULL, NULL, APR_HOOK_REALLY_LAST);
+    ap_hook_post_read_request(refuse_new, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    ap_hook_post_read_request(request_read, NULL, NULL, APR_HOOK_REALLY_FIRST);
     conn_filter =
         ap_register_input_filter(AG_CONN_FILTER, conn_in_filter, NULL, AP_FTYPE_CONNECTION);
 }

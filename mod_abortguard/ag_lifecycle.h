@@ -25,4 +25,10 @@ void ag_lifecycle_child_init(apr_pool_t* pchild, server_rec* s, ag_monitor* moni
  * joined. Async-signal-safe. */
 int ag_lifecycle_keeps_monitor(void);
 
+/* A terminate began this child's drain (it takes no new work). Any thread. */
+int ag_lifecycle_draining_now(void);
+/* This child's exit has begun; under prefork the request teardowns that
+ * follow may run inside a signal handler. Async-signal-safe. */
+int ag_lifecycle_exiting_now(void);
+
 #endif /* AG_LIFECYCLE_H */

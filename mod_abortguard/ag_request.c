@@ -7,6 +7,7 @@
 #include "http_request.h"
 
 #include "ag_interop.h"
+#include "ag_lifecycle.h"
 #include "agstats.h"
 #include "mod_abortguard.h"
 
@@ -234,6 +235,15 @@ static apr_status_t end_request(void* data) {
     int aborted;
 
     stop_watching(ctx);
+    if (ag_lifecycle_exiting_now()) {
+        /* The child's exit tears the request down: under prefork inside a
+         * signal handler that may have interrupted this very thread in
+         * malloc or holding a lock. So nothing that locks, allocates or runs
+         * the application's code: the state stays listed for the exit
+         * watchdog's report, and its locks go with the process. */
+        ctx->logged = 1;
+        return APR_SUCCESS;
+    }
     stop_tunnel_filter(ctx);
     aborted = ag_request_aborted(ctx); /* before reading the reason: it may set it */
     ag_stats_request_end(aborted, ag_state_reason(ctx->state), ag_state_start_ns(ctx->state),

@@ -22,9 +22,16 @@
 
 typedef enum { AG_FORMAT_HTML, AG_FORMAT_AUTO, AG_FORMAT_JSON } ag_format_e;
 
-static const char* const counter_labels[AG_STAT_COUNT] = {
-    "Requests monitored",      "Cleanups run", "Cleanups failed",     "Cleanups slow",
-    "Locks released by abort", "Stop notices", "Grace period actions"};
+static const char* const counter_labels[AG_STAT_COUNT] = {"Requests monitored",
+                                                          "Cleanups run",
+                                                          "Cleanups failed",
+                                                          "Cleanups slow",
+                                                          "Locks released by abort",
+                                                          "Stop notices",
+                                                          "Grace period actions",
+                                                          "Terminations",
+                                                          "Terminations refused by the rate bound",
+                                                          "Requests cut at exit"};
 
 const char* ag_status_counter_label(ag_stat_e which) {
     return (unsigned)which < AG_STAT_COUNT ? counter_labels[which] : "Unknown";

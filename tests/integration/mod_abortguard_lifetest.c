@@ -22,6 +22,17 @@
  *   mode=lock&path=P&timeout_ms=N  "locked PID" or "timeup PID"; unlocks.
  *   mode=hangcleanup&cleanup_ms=N  "done PID"; registers a cleanup (always)
  *                            that sleeps cleanup_ms, ignoring everything.
+ *   mode=rollback&path=P&cleanup_ms=N  locks P, registers an on-abort
+ *                            cleanup that works cleanup_ms (checking every
+ *                            10 ms that it still holds the lock: an OFD lock
+ *                            of its own on P must fail) and then writes
+ *                            "rolled_back held_throughout=0|1" into
+ *                            P.cleanup; says "locked PID", waits for the
+ *                            client to leave and returns at once.
+ *   mode=churn&ms=N           "started PID", then for ms uses the API in a
+ *                            loop (cleanups, callbacks, a lock of P, waits):
+ *                            a request that allocates and locks all the time,
+ *                            for SIGTERM to interrupt anywhere.
  *   mode=tag                 "tag VALUE PID" and a header X-Lifetest-Tag:
  *                            VALUE, from the directive LifeTestTag.
  *
@@ -153,6 +164,91 @@ static int hang(request_rec* r) {
     return OK;
 }
 
+/* Whether this process can take P now (an OFD lock of its own). */
+static int lock_free(const char* path) {
+    struct flock fl;
+    int fd = open(path, O_RDWR | O_CLOEXEC), held;
+    if (fd < 0) {
+        return 0;
+    }
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = F_WRLCK;
+    held = fcntl(fd, F_OFD_SETLK, &fl) == 0;
+    close(fd);
+    return held;
+}
+
+typedef struct {
+    const char* path;
+    long ms;
+} rollback_job;
+
+static void slow_rollback(request_rec* r, void* data, int aborted) {
+    const rollback_job* job = data;
+    char marker[512], text[64];
+    int held = 1, fd, n;
+    long waited;
+    (void)r;
+    (void)aborted;
+    for (waited = 0; waited < job->ms; waited += 10) {
+        sleep_ms(10);
+        held = held && !lock_free(job->path);
+    }
+    snprintf(marker, sizeof(marker), "%s.cleanup", job->path);
+    if ((fd = open(marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0666)) >= 0) {
+        n = snprintf(text, sizeof(text), "rolled_back held_throughout=%d\n", held);
+        if (write(fd, text, (size_t)n) < 0) {
+            /* the test sees no marker */
+        }
+        close(fd);
+    }
+}
+
+static int rollback(request_rec* r) {
+    rollback_job* job = apr_pcalloc(r->pool, sizeof(*job));
+    abortguard_lock_t* lock = NULL;
+    job->path = arg(r, "path", "/nonexistent");
+    job->ms = atol(arg(r, "cleanup_ms", "2000"));
+    if (lock_file(r, job->path, ABORTGUARD_LOCK_EXCLUSIVE, 0, &lock) != APR_SUCCESS) {
+        say(r, "busy");
+        return OK;
+    }
+    cleanup_fn(r, slow_rollback, job, ABORTGUARD_ON_ABORT);
+    say(r, "locked");
+    while (wait_fn(r, apr_time_from_sec(30)) != APR_ECONNABORTED) {
+    }
+    return OK; /* promptly: only the rollback takes time */
+}
+
+static void churn_cleanup(request_rec* r, void* data, int aborted) {
+    (void)r;
+    (void)data;
+    (void)aborted;
+}
+
+static int churn(request_rec* r) {
+    const apr_int64_t end = mono_us() + atoi(arg(r, "ms", "1000")) * (apr_int64_t)1000;
+    const char* path = arg(r, "path", "/nonexistent");
+    int i = 0;
+    say(r, "started");
+    while (mono_us() < end) {
+        abortguard_lock_t* lock = NULL;
+        apr_pool_t* scratch;
+        if (++i % 64 == 0 && cleanup_fn(r, churn_cleanup, NULL, ABORTGUARD_ALWAYS) != APR_SUCCESS) {
+            /* the request's bound: fine, the churn goes on */
+        }
+        if (lock_file(r, path, ABORTGUARD_LOCK_SHARED, 0, &lock) == APR_SUCCESS) {
+            unlock_fn(lock);
+        }
+        apr_pool_create(&scratch, r->pool); /* malloc and free, all the time */
+        apr_palloc(scratch, 16384);
+        apr_pool_destroy(scratch);
+        wait_fn(r, 100);
+    }
+    ap_rputs("done\n", r);
+    return OK;
+}
+
 static int lock(request_rec* r) {
     abortguard_lock_t* lock = NULL;
     apr_status_t rv = lock_file(r, arg(r, "path", "/nonexistent"), ABORTGUARD_LOCK_EXCLUSIVE,
@@ -209,6 +305,10 @@ static int lifetest_handler(request_rec* r) {
         return lock(r);
     if (!strcmp(mode, "hangcleanup"))
         return hangcleanup(r);
+    if (!strcmp(mode, "rollback"))
+        return rollback(r);
+    if (!strcmp(mode, "churn"))
+        return churn(r);
     return HTTP_BAD_REQUEST;
 }
 

@@ -407,8 +407,8 @@ TEST_P(LifecycleTest, GracePeriodLogsAHandlerStillRunningForAClientThatLeft) {
 TEST_P(LifecycleTest, GraceTerminateReleasesTheLockAndReplacesTheChild) {
     ASSERT_TRUE(start("grace-term",
                       "AbortGuardGracePeriod 1s\nAbortGuardGraceAction terminate\n"
-                      "AbortGuardExitTimeout 2s\n",
-                      {"AG060[123]: "}));
+                      "AbortGuardExitTimeout 2s\nAbortGuardTerminateInterval 1s\n",
+                      {"AG060[123789]: "}));
     const std::string lock = make_lock_file(httpd(), "term.lock");
     RawClient hung = begin("/life/hang?mode=hang&hold_ms=20000&path=" + lock, "locked");
     const pid_t child = pid_after(hung.received(), "locked");
@@ -436,9 +436,209 @@ TEST_P(LifecycleTest, GraceTerminateReleasesTheLockAndReplacesTheChild) {
     const pid_t replacement = pid_after(next.received(), "locked");
     EXPECT_GT(replacement, 0);
     EXPECT_NE(replacement, child);
-    EXPECT_EQ(log_lines_with({"AG0603", "exits now"}).size(), 1u);
+    EXPECT_EQ(log_lines_with({"AG0608", "drained"}).size(), 1u);
     std::printf("grace_terminate mpm=%s lock_free_us=%lld child_gone_us=%lld\n", mpm().c_str(),
                 static_cast<long long>(released_us), static_cast<long long>(*gone - aborted));
+}
+
+// ------------------------------------------------------- terminate: the drain
+
+// The three clients of the issue: a hung handler holding a lock, a request
+// waiting for that lock, and an unrelated long-poll, all in one child.
+struct DrainScene {
+    RawClient hung, waiter, poll;
+    pid_t child = 0;
+};
+
+// Release, drain, exit: when the hung request's client leaves, its lock is
+// released after the grace period, the waiter gets it and answers, the
+// long-poll answers (the drain gives it the stop notice), and only then does
+// the child exit; the parent replaces it. Under prefork each request has a
+// child of its own, so there is nothing to drain: see the next test.
+TEST_P(LifecycleTest, TerminateLetsTheChildsOtherRequestsFinishBeforeItExits) {
+    if (mpm() == "prefork")
+        GTEST_SKIP() << "one request per child: nothing else in flight to drain";
+    ASSERT_TRUE(start("drain",
+                      "ServerLimit 1\nMaxRequestWorkers 8\nAbortGuardGracePeriod 1s\n"
+                      "AbortGuardGraceAction terminate\nAbortGuardExitTimeout 5s\n"
+                      "AbortGuardTerminateInterval 1s\n",
+                      // One child, quiescing while it drains: the parent has
+                      // no room to start its replacement yet, and says so.
+                      {"AG060[1235789]: ", "AG0613: ", "AH00(484|286|161): "}));
+    const std::string lock = make_lock_file(httpd(), "drain.lock");
+    DrainScene s;
+    s.hung = begin("/life/hang?mode=hang&hold_ms=30000&path=" + lock, "locked");
+    s.child = pid_after(s.hung.received(), "locked");
+    ASSERT_GT(s.child, 0);
+    s.waiter = connect();
+    ASSERT_TRUE(s.waiter.send(
+        http_get("/life/lock?mode=lock&timeout_ms=8000&path=" + lock, "Connection: close\r\n")));
+    s.poll = begin("/life/poll?mode=longpoll&max_ms=8000", "started");
+    ASSERT_EQ(pid_after(s.poll.received(), "started"), s.child) << "one child serves all three";
+    const int64_t aborted = monotonic_us();
+    s.hung.close_rst();
+    ASSERT_TRUE(s.waiter.read_all_until_close(kLogWait)) << s.waiter.received();
+    const int64_t waiter_done = monotonic_us();
+    EXPECT_NE(s.waiter.received().find("HTTP/1.1 200"), std::string::npos) << s.waiter.received();
+    EXPECT_NE(s.waiter.received().find("locked " + std::to_string(s.child)), std::string::npos)
+        << "the waiter got the lock: " << s.waiter.received();
+    EXPECT_LE(waiter_done - aborted, 2500000) << "not within the grace period + 1.5 s";
+    ASSERT_TRUE(s.poll.read_all_until_close(kLogWait)) << s.poll.received();
+    EXPECT_NE(s.poll.received().find("stopping"), std::string::npos)
+        << "the long-poll answered in full: " << s.poll.received();
+    ASSERT_TRUE(wait_gone(s.child, kLogWait)) << "the child never exited";
+    EXPECT_EQ(log_lines_with({"AG0608", "drained"}).size(), 1u);
+    EXPECT_TRUE(log_lines_with({"AG0609"}).empty()) << "nothing was cut";
+    // The parent replaces it.
+    RawClient next;
+    for (Deadline d(kLogWait); !d.expired();) {
+        next = connect();
+        if (next.send(http_get("/life/tag?mode=tag", "Connection: close\r\n")) &&
+            next.read_until("tag ", kIo) && next.read_until("\n", kIo))
+            break;
+        usleep(20000);  // the replacement child starting, polled with a deadline
+    }
+    const pid_t replacement = pid_after(next.received(), "-");
+    EXPECT_GT(replacement, 0) << next.received();
+    EXPECT_NE(replacement, s.child);
+    std::printf("terminate_drain mpm=%s waiter_us=%lld\n", mpm().c_str(),
+                static_cast<long long>(waiter_done - aborted));
+}
+
+// A request that outlives the drain's bound is named, counted, and cut.
+TEST_P(LifecycleTest, RequestsThatOutliveTheDrainAreNamedAndCounted) {
+    if (mpm() == "prefork")
+        GTEST_SKIP() << "one request per child: nothing else in flight to drain";
+    ASSERT_TRUE(start("drain-cut",
+                      "ServerLimit 1\nMaxRequestWorkers 8\nAbortGuardGracePeriod 1s\n"
+                      "AbortGuardGraceAction terminate\nAbortGuardExitTimeout 1s\n"
+                      "AbortGuardTerminateInterval 1s\n",
+                      {"AG060[1235789]: ", "AG0612: ", "AG0613: ", "AH00(484|286|161): "}));
+    const std::string lock = make_lock_file(httpd(), "cut.lock");
+    RawClient hung = begin("/life/hang?mode=hang&hold_ms=30000&path=" + lock, "locked");
+    const pid_t child = pid_after(hung.received(), "locked");
+    // Knows nothing of the module and ignores the stop notice.
+    RawClient stubborn = connect();
+    ASSERT_TRUE(stubborn.send(http_get("/slow?ms=20000&poll=0&flush=1")));
+    ASSERT_TRUE(stubborn.read_until("started\n", kIo));
+    hung.close_rst();
+    ASSERT_TRUE(wait_gone(child, kLogWait));
+    std::string line;
+    ASSERT_TRUE(await_log({"AG0609", "/slow"}, kIo, &line)) << "the cut request is not named";
+    EXPECT_NE(line.find("abortguard-test"), std::string::npos) << line;
+    EXPECT_EQ(log_lines_with({"AG0612", "1 request(s) cut"}).size(), 1u);
+    EXPECT_EQ(status_counter("Requests cut at exit"), 1);
+    EXPECT_EQ(status_counter("Terminations"), 1);
+}
+
+// F4: the grace period measures the handler. One that returned promptly,
+// whose rollback takes 2 s with a 1 s grace period, is not terminated: the
+// rollback finishes under its lock and the child lives on.
+TEST_P(LifecycleTest, ARollbackLongerThanTheGracePeriodFinishesUnderItsLock) {
+    ASSERT_TRUE(start("rollback",
+                      "AbortGuardGracePeriod 1s\nAbortGuardGraceAction terminate\n"
+                      "AbortGuardTerminateInterval 1s\nAbortGuardCleanupWarn 1m\n"));
+    const std::string lock = make_lock_file(httpd(), "rollback.lock");
+    RawClient c = begin("/life/rb?mode=rollback&cleanup_ms=2000&path=" + lock, "locked");
+    const pid_t child = pid_after(c.received(), "locked");
+    c.close_fin();
+    std::string marker;
+    for (Deadline d(kLogWait); !d.expired() && marker.empty();) {
+        marker = read_text(lock + ".cleanup");
+        if (marker.empty())
+            usleep(20000);  // the rollback's marker file, polled with a deadline
+    }
+    EXPECT_NE(marker.find("rolled_back held_throughout=1"), std::string::npos)
+        << "the rollback did not finish under its lock: " << marker;
+    EXPECT_TRUE(log_lines_with({"AG0601"}).empty()) << "the grace action fired";
+    EXPECT_TRUE(log_lines_with({"AG0602"}).empty());
+    EXPECT_FALSE(process_gone(child)) << "the child was ended";
+}
+
+// Not a weapon: a client that aborts a slow URL every 100 ms, whose handler
+// ignores aborts, ends at most one child per AbortGuardTerminateInterval.
+TEST_P(LifecycleTest, TheRateBoundHoldsAgainstAClientThatAbortsEvery100ms) {
+    ASSERT_TRUE(start("rate",
+                      "AbortGuardGracePeriod 1s\nAbortGuardGraceAction terminate\n"
+                      "AbortGuardExitTimeout 1s\nAbortGuardTerminateInterval 3s\n",
+                      {"AG060[1235789]: ", "AG061[23]: ", "AG0620: ", "AH00(484|286|161): "}));
+    const int64_t began = monotonic_us();
+    int sent = 0;
+    for (Deadline d(Millis(5000)); !d.expired(); ++sent) {
+        RawClient c = connect();
+        if (c.send(http_get("/slow?ms=4000&poll=0&flush=1")) && c.read_until("started\n", kIo))
+            c.close_rst();
+        usleep(100000);  // the attacker's pace
+    }
+    // Every grace period that started has ended.
+    usleep(1500000);  // the last abort's grace period running out, not a sync
+    const double seconds = (monotonic_us() - began) / 1e6;
+    const long long terminations = status_counter("Terminations");
+    const long long refused = status_counter("Terminations refused by the rate bound");
+    EXPECT_GE(sent, 15);
+    EXPECT_GE(terminations, 0);
+    EXPECT_LE(terminations, static_cast<long long>(seconds / 3) + 1)
+        << "more than one per interval";
+    EXPECT_GT(refused, 0) << "the bound refused nothing";
+    std::printf("terminate_rate mpm=%s aborts=%d seconds=%.1f terminations=%lld refused=%lld\n",
+                mpm().c_str(), sent, seconds, terminations, refused);
+}
+
+// F13: SIGTERM reaches a prefork child anywhere in a request that allocates
+// and locks all the time; its exit never runs the request's teardown inside
+// the signal handler, so it always ends within the exit timeout, quietly.
+TEST_P(LifecycleTest, SigtermAtRandomPointsOfARequestNeverHangsTheExit) {
+    if (mpm() != "prefork")
+        GTEST_SKIP() << "SIGTERM runs the teardown in a signal handler under prefork only";
+    ASSERT_TRUE(start("sigterm", "AbortGuardExitTimeout 2s\n"));
+    const std::string lock = make_lock_file(httpd(), "churn.lock");
+    std::mt19937 rng(12345);
+    int64_t slowest = 0;
+    const int rounds = 40;
+    for (int i = 0; i < rounds; ++i) {
+        RawClient c = begin("/life/churn?mode=churn&ms=5000&path=" + lock, "started");
+        const pid_t child = pid_after(c.received(), "started");
+        ASSERT_GT(child, 0);
+        usleep(std::uniform_int_distribution<int>(0, 20000)(rng));  // a random point
+        const int64_t sent = monotonic_us();
+        ASSERT_EQ(kill(child, SIGTERM), 0);
+        const auto gone = wait_gone(child, kLogWait);
+        ASSERT_TRUE(gone) << "child " << child << " never exited";
+        slowest = std::max(slowest, *gone - sent);
+    }
+    EXPECT_LT(slowest, 1500000) << "an exit waited for the watchdog (2 s)";
+    EXPECT_TRUE(log_lines_with({"AG0620"}).empty()) << "the exit watchdog had to act";
+    std::printf("sigterm_exit mpm=%s rounds=%d slowest_us=%lld\n", mpm().c_str(), rounds,
+                static_cast<long long>(slowest));
+}
+
+// F9: with pipelining, the first request's log (its buffered response
+// written out by the second's 100-continue) must not mark the connection
+// idle while the second reads its body: a graceful stop then cuts nothing.
+TEST_P(LifecycleTest, AGracefulStopNeverCutsAPipelinedUploadsBody) {
+    if (mpm() == "event")
+        GTEST_SKIP() << "the event MPM keeps idle connections itself";
+    ASSERT_TRUE(start("pipeline", ""));
+    constexpr size_t kBody = 200000, kChunk = 10000;
+    RawClient c = connect();
+    ASSERT_TRUE(c.send(http_get("/slow?ms=0") +
+                       "POST /upload?delay_ms=5 HTTP/1.1\r\n"
+                       "Host: localhost\r\nExpect: 100-continue\r\n"
+                       "Content-Length: " +
+                       std::to_string(kBody) + "\r\n\r\n"));
+    ASSERT_TRUE(c.read_until("100 Continue", kIo)) << c.received();
+    const std::string chunk(kChunk, 'u');
+    for (size_t sent = 0; sent < kBody; sent += kChunk) {
+        ASSERT_TRUE(c.send(chunk));
+        if (sent == 5 * kChunk) {
+            ASSERT_TRUE(httpd().graceful());
+        }
+        usleep(10000);  // an upload's pace
+    }
+    ASSERT_TRUE(c.read_until("received", kLogWait)) << c.received();
+    ASSERT_TRUE(c.read_until("\n", kIo));
+    EXPECT_NE(c.received().find("received " + std::to_string(kBody)), std::string::npos)
+        << c.received();
 }
 
 // ------------------------------------------------------------------ exit bound

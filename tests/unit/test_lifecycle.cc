@@ -155,6 +155,7 @@ Lifecycle::Config quiet() {
     Lifecycle::Config c;
     c.grace_ns = 0;
     c.exit_timeout_ns = 0;
+    c.terminate_interval_ns = 0;  // no rate bound unless a test asks
     return c;
 }
 
@@ -298,6 +299,105 @@ TEST_F(LifecycleTest, TerminateRunsTheAbortCleanupsReleasesTheLocksAndEndsThePro
     EXPECT_EQ(seen.runs.load(), 1);
     EXPECT_EQ(g_exits.load(), 1);
     EXPECT_NE(LogCapture::get().await({"AG0603", "released 1 lock(s)"}), "");
+}
+
+// Release, drain, then exit: another request in flight finishes first.
+TEST_F(LifecycleTest, TerminateLetsTheOtherRequestsFinishBeforeTheProcessEnds) {
+    Lifecycle::Config c = quiet();
+    c.grace_ns = 30 * kMs;
+    c.grace_terminate = true;
+    c.exit_timeout_ns = 5000 * kMs;
+    std::atomic<int> drains{0};
+    c.on_drain = [](void* arg) { static_cast<std::atomic<int>*>(arg)->fetch_add(1); };
+    c.drain_arg = &drains;
+    start(c);
+    TempFile f;
+    auto other = std::make_unique<RequestState>("/long-poll", "h");
+    RequestState hung("/hung", "h");
+    RequestState::LockRef lock;
+    ASSERT_TRUE(hung.lock_file(f.path.c_str(), LockMode::kExclusive, mono_ns(), 0, &lock).is_ok());
+    hung.token().abort(Reason::kFin, mono_ns());
+    ASSERT_NE(LogCapture::get().await({"AG0607", "1 other request(s)"}), "");
+    EXPECT_TRUE(lock_is_free(f.path)) << "released at once, before the drain";
+    EXPECT_TRUE(life_->draining());
+    EXPECT_EQ(drains.load(), 1);
+    EXPECT_FALSE(exited_->wait_until(mono_ns() + 100 * kMs)) << "exited before the drain";
+    const int64_t finished = mono_ns();
+    other.reset();  // the long-poll answers and ends
+    ASSERT_TRUE(await_exit());
+    EXPECT_GE(g_exited_at.load(), finished);
+    EXPECT_NE(LogCapture::get().await({"AG0608", "drained"}), "");
+    EXPECT_EQ(g_exits.load(), 1);
+}
+
+TEST_F(LifecycleTest, RequestsThatOutliveTheDrainAreNamedAndTheirAbortCleanupsRun) {
+    Lifecycle::Config c = quiet();
+    c.grace_ns = 30 * kMs;
+    c.grace_terminate = true;
+    c.exit_timeout_ns = 200 * kMs;
+    start(c);
+    std::atomic<int> rolled_back{0};
+    RequestState stuck("/stuck-upload", "uploader");
+    stuck.add_cleanup([&](bool aborted) { rolled_back += aborted ? 1 : 100; }, When::kOnAbort,
+                      nullptr);
+    RequestState hung("/hung", "h");
+    const int64_t aborted = mono_ns();
+    hung.token().abort(Reason::kRst, aborted);
+    ASSERT_TRUE(await_exit());
+    EXPECT_GE(g_exited_at.load() - aborted, 230 * kMs) << "grace + the drain's bound";
+    const std::string named = LogCapture::get().await({"AG0609", "/stuck-upload"});
+    EXPECT_NE(named.find("uploader"), std::string::npos) << named;
+    EXPECT_NE(LogCapture::get().await({"AG0612", "1 request(s) cut"}), "");
+    EXPECT_EQ(rolled_back.load(), 1);
+}
+
+TEST_F(LifecycleTest, TerminateIsRefusedInAYoungChildAndByTheServerWideBound) {
+    for (const bool young : {true, false}) {
+        SCOPED_TRACE(young ? "the child's own bound" : "the server-wide bound");
+        LogCapture::get().clear();
+        life_.reset();
+        Lifecycle::Config c = quiet();
+        c.grace_ns = 20 * kMs;
+        c.grace_terminate = true;
+        c.terminate_interval_ns = young ? 60000 * kMs : 0;
+        c.permit = [](void*, int64_t, int64_t) { return false; };
+        start(c);
+        RequestState hung("/hung", "h");
+        hung.token().abort(Reason::kFin, mono_ns());
+        ASSERT_NE(LogCapture::get().await({"AG0605"}), "");
+        EXPECT_FALSE(life_->draining());
+        EXPECT_EQ(LogCapture::get().count({"AG0602"}), 0);
+        EXPECT_FALSE(exited_->wait_until(mono_ns() + 50 * kMs));
+    }
+}
+
+// F4: a handler that returned promptly, whose rollback outlasts the rest of
+// the grace period, is not hung: the grace action must not cut it.
+TEST_F(LifecycleTest, ACleanupThatOutlastsTheGracePeriodIsNotCutByIt) {
+    Lifecycle::Config c = quiet();
+    c.grace_ns = 50 * kMs;
+    c.grace_terminate = true;
+    start(c);
+    TempFile f;
+    std::atomic<bool> held_throughout{true};
+    {
+        RequestState s("/rollback", "h");
+        RequestState::LockRef lock;
+        ASSERT_TRUE(s.lock_file(f.path.c_str(), LockMode::kExclusive, mono_ns(), 0, &lock).is_ok());
+        s.add_cleanup(
+            [&](bool) {
+                for (int i = 0; i < 15; ++i) {  // 150 ms, three grace periods
+                    usleep(10 * 1000);
+                    held_throughout = held_throughout && !lock_is_free(f.path);
+                }
+            },
+            When::kOnAbort, nullptr);
+        s.token().abort(Reason::kFin, mono_ns());
+        s.run_cleanups(true, 0);  // the handler returned: its cleanups run
+    }
+    EXPECT_TRUE(held_throughout.load()) << "the lock was released under the rollback";
+    EXPECT_EQ(LogCapture::get().count({"AG0601"}), 0);
+    EXPECT_EQ(g_exits.load(), 0);
 }
 
 TEST_F(LifecycleTest, AnExitThatTakesLongerThanTheBoundEndsTheProcess) {
