@@ -143,8 +143,8 @@ bool sanitizer_stderr_line(const std::string& line) {
            std::regex_search(line, re);
 }
 
-// Waits (bounded) until `path` has stopped growing for a moment: a process
-// is writing a report there (and symbolizing its stack as it goes).
+// Waits (bounded) until `path` has not grown for a second: a process is
+// writing a report there (and symbolizing its stack as it goes).
 void wait_until_quiet(const std::string& path) {
     auto size = [&path] {
         struct stat st {};
@@ -152,7 +152,7 @@ void wait_until_quiet(const std::string& path) {
     };
     off_t last = size();
     int quiet = 0;
-    for (Deadline deadline(kReportTimeout); quiet < 30 && !deadline.expired();) {
+    for (Deadline deadline(kReportTimeout); quiet < 100 && !deadline.expired();) {
         std::this_thread::sleep_for(kPollInterval);
         off_t now = size();
         quiet = now == last ? quiet + 1 : 0;
@@ -161,8 +161,9 @@ void wait_until_quiet(const std::string& path) {
 }
 
 // Sanitizer output among the new lines of a log that gets httpd's stderr:
-// each block is a sanitizer line and the lines after it that are not httpd
-// log lines ("[date] ..."): its stack. Moves the cursor past what it read.
+// each block is a sanitizer line and the lines after it up to a blank one,
+// its stack, leaving out httpd log lines ("[date] ..."), which other
+// processes write in between. Moves the cursor past what it read.
 std::vector<std::string> sanitizer_output(LogCursor& cursor) {
     std::vector<std::string> blocks;
     if (cursor.path().empty())
@@ -180,8 +181,12 @@ std::vector<std::string> sanitizer_output(LogCursor& cursor) {
         if (!sanitizer_stderr_line(lines[i]))
             continue;
         std::string block = cursor.path() + ":\n" + lines[i] + "\n";
-        while (i + 1 < lines.size() && lines[i + 1].rfind('[', 0) != 0)
-            block += lines[++i] + "\n";
+        for (;
+             i + 1 < lines.size() && !lines[i + 1].empty() && !sanitizer_stderr_line(lines[i + 1]);
+             ++i) {
+            if (lines[i + 1].rfind('[', 0) != 0)
+                block += lines[i + 1] + "\n";
+        }
         blocks.push_back(block);
     }
     return blocks;
