@@ -13,9 +13,12 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -36,6 +39,15 @@
 #ifndef AG_TEST_WORKDIR
 #error "AG_TEST_WORKDIR must be defined (where run dirs are generated)"
 #endif
+#if !defined(AG_LOCKTEST_SO) || !defined(AG_LIFETEST_SO) || !defined(AG_EXAMPLE_C_SO) || \
+    !defined(AG_EXAMPLE_CXX_SO)
+#error "AG_LOCKTEST_SO, AG_LIFETEST_SO, AG_EXAMPLE_C_SO, AG_EXAMPLE_CXX_SO must be defined"
+#endif
+#if !defined(AG_ASAN_RUNTIME) || !defined(AG_CXX_RUNTIME)
+#error "AG_ASAN_RUNTIME, AG_CXX_RUNTIME must be defined (the runtimes to preload, or empty)"
+#endif
+
+extern char** environ;
 
 namespace fs = std::filesystem;
 
@@ -48,6 +60,9 @@ constexpr Millis kPollInterval(10);
 constexpr Millis kStartTimeout(10000);
 constexpr Millis kStopTimeout(10000);
 constexpr int kStartAttempts = 5;
+// How long a sanitizer report's process may take to finish writing it (it
+// symbolizes the stack first) and exit (halt_on_error).
+constexpr Millis kReportTimeout(15000);
 
 std::string join_lines(const std::vector<std::string>& lines) {
     std::string out;
@@ -117,7 +132,151 @@ std::string unreachable_ancestor(const std::string& dir) {
     return "";
 }
 
+// The first line of sanitizer output on httpd's stderr (see
+// Httpd::sanitizer_reports): a UBSan report, an ASan report that could not
+// go to its file, the runtime's complaints about how it was loaded; never an
+// httpd log line ("[date] ..."). Not ASan's "AddressSanitizer:DEADLYSIGNAL",
+// which only announces the report it writes to its file.
+bool sanitizer_stderr_line(const std::string& line) {
+    static const std::regex re(R"(Sanitizer|runtime error:|LD_PRELOAD)");
+    return line.rfind('[', 0) != 0 && line != "AddressSanitizer:DEADLYSIGNAL" &&
+           std::regex_search(line, re);
+}
+
+// Waits (bounded) until `path` has not grown for a second: a process is
+// writing a report there (and symbolizing its stack as it goes).
+void wait_until_quiet(const std::string& path) {
+    auto size = [&path] {
+        struct stat st {};
+        return ::stat(path.c_str(), &st) == 0 ? st.st_size : off_t(0);
+    };
+    off_t last = size();
+    int quiet = 0;
+    for (Deadline deadline(kReportTimeout); quiet < 100 && !deadline.expired();) {
+        std::this_thread::sleep_for(kPollInterval);
+        off_t now = size();
+        quiet = now == last ? quiet + 1 : 0;
+        last = now;
+    }
+}
+
+// Sanitizer output among the new lines of a log that gets httpd's stderr:
+// each block is a sanitizer line and the lines after it up to a blank one,
+// its stack, leaving out httpd log lines ("[date] ..."), which other
+// processes write in between. Moves the cursor past what it read.
+std::vector<std::string> sanitizer_output(LogCursor& cursor) {
+    std::vector<std::string> blocks;
+    if (cursor.path().empty())
+        return blocks;
+    off_t end = 0;
+    auto lines = cursor.new_lines(&end);
+    if (std::none_of(lines.begin(), lines.end(), sanitizer_stderr_line)) {
+        cursor.start_at(cursor.path(), end);
+        return blocks;
+    }
+    wait_until_quiet(cursor.path());
+    lines = cursor.new_lines(&end);
+    cursor.start_at(cursor.path(), end);
+    for (size_t i = 0; i < lines.size(); ++i) {
+        if (!sanitizer_stderr_line(lines[i]))
+            continue;
+        std::string block = cursor.path() + ":\n" + lines[i] + "\n";
+        for (;
+             i + 1 < lines.size() && !lines[i + 1].empty() && !sanitizer_stderr_line(lines[i + 1]);
+             ++i) {
+            if (lines[i + 1].rfind('[', 0) != 0)
+                block += lines[i + 1] + "\n";
+        }
+        blocks.push_back(block);
+    }
+    return blocks;
+}
+
+// The pid in a report file's name ("asan.1234"), or 0.
+pid_t report_writer(const std::string& filename) {
+    size_t dot = filename.rfind('.');
+    if (dot == std::string::npos)
+        return 0;
+    return static_cast<pid_t>(std::strtol(filename.c_str() + dot + 1, nullptr, 10));
+}
+
+[[noreturn]] void bad_environment(const std::string& why) {
+    std::fprintf(stderr, "integration tests: %s\n", why.c_str());
+    std::fflush(stderr);
+    std::_Exit(2);
+}
+
 }  // namespace
+
+// ----------------------------------------------------------------- sanitizer
+
+const std::string& sanitizer() {
+    static const std::string mode = [] {
+        const char* env = std::getenv("AG_TEST_SANITIZER");
+        std::string m = env ? env : "";
+        if (m == "none")
+            m.clear();
+        if (!m.empty() && m != "asan")
+            bad_environment("AG_TEST_SANITIZER=" + m + ": unknown (known: asan)");
+        if (m == "asan" && (std::string(AG_ASAN_RUNTIME).empty() || !fs::exists(AG_ASAN_RUNTIME)))
+            bad_environment(
+                "AG_TEST_SANITIZER=asan, but configure found no ASan runtime to "
+                "preload (AG_ASAN_RUNTIME='" AG_ASAN_RUNTIME "')");
+        return m;
+    }();
+    return mode;
+}
+
+bool under_sanitizer() {
+    return !sanitizer().empty();
+}
+
+namespace {
+
+struct ModuleBuild {
+    const char* name;
+    const char* plain;  // the plain build; <plain minus .so>_<sanitizer>.so
+};
+const ModuleBuild kModules[] = {
+    {"abortguard", AG_MODULE_SO},   {"test", AG_TEST_MODULE_SO},
+    {"locktest", AG_LOCKTEST_SO},   {"lifetest", AG_LIFETEST_SO},
+    {"example_c", AG_EXAMPLE_C_SO}, {"example_cxx", AG_EXAMPLE_CXX_SO},
+    {"misuse", AG_MISUSE_SO},       {"cxxtest", AG_CXXTEST_SO},
+};
+
+std::string sanitized_path(const std::string& plain) {
+    const std::string so = ".so";
+    return plain.substr(0, plain.size() - so.size()) + "_" + sanitizer() + so;
+}
+
+}  // namespace
+
+std::string module_so(const std::string& name) {
+    for (const auto& m : kModules) {
+        if (name == m.name)
+            return under_sanitizer() ? sanitized_path(m.plain) : m.plain;
+    }
+    ADD_FAILURE() << "module_so: no module named '" << name << "'";
+    return "";
+}
+
+std::string module_file_name(const std::string& name) {
+    return fs::path(module_so(name)).filename().string();
+}
+
+std::string route_module_paths(std::string config) {
+    if (!under_sanitizer())
+        return config;
+    for (const auto& m : kModules) {
+        const std::string plain = m.plain;
+        const std::string routed = sanitized_path(plain);
+        for (size_t p = config.find(plain); p != std::string::npos;
+             p = config.find(plain, p + routed.size())) {
+            config.replace(p, plain.size(), routed);
+        }
+    }
+    return config;
+}
 
 // ---------------------------------------------------------------- tags, lines
 
@@ -261,7 +420,8 @@ std::vector<std::string> ErrorLogWatch::problems(off_t* checked_to) const {
 
 // ------------------------------------------------------------------ commands
 
-void exec_in_child(const std::vector<std::string>& argv, int in_fd, int out_fd) {
+void exec_in_child(const std::vector<std::string>& argv, int in_fd, int out_fd,
+                   const std::vector<std::string>& env) {
     ::setpgid(0, 0);
     ::dup2(in_fd, 0);
     ::dup2(out_fd, 1);
@@ -270,18 +430,27 @@ void exec_in_child(const std::vector<std::string>& argv, int in_fd, int out_fd) 
     for (const auto& a : argv)
         args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
-    ::execvp(args[0], args.data());
+    if (env.empty()) {
+        ::execvp(args[0], args.data());
+    } else {
+        std::vector<char*> envp;
+        for (const auto& e : env)
+            envp.push_back(const_cast<char*>(e.c_str()));
+        envp.push_back(nullptr);
+        ::execvpe(args[0], args.data(), envp.data());
+    }
     _exit(127);
 }
 
-CommandResult run_command(const std::vector<std::string>& argv, Millis timeout) {
+CommandResult run_command(const std::vector<std::string>& argv, Millis timeout,
+                          const std::vector<std::string>& env) {
     CommandResult result;
     int out[2];
     if (argv.empty() || ::pipe2(out, O_CLOEXEC) != 0)
         return result;
     pid_t pid = ::fork();
     if (pid == 0)
-        exec_in_child(argv, ::open("/dev/null", O_RDONLY), out[1]);
+        exec_in_child(argv, ::open("/dev/null", O_RDONLY), out[1], env);
     ::close(out[1]);
     Deadline deadline(timeout);
     for (;;) {
@@ -313,12 +482,114 @@ CommandResult run_command(const std::vector<std::string>& argv, Millis timeout) 
 Httpd::Httpd(HttpdOptions options) : options_(std::move(options)) {
     if (std::getenv("AG_TEST_STOCK"))
         options_.load_abortguard = false;
-    run_dir_ = std::string(AG_TEST_WORKDIR) + "/" + options_.name;
+    // A sanitizer run has run dirs of its own: it may run beside a plain one.
+    run_dir_ = std::string(AG_TEST_WORKDIR) + "/" + (under_sanitizer() ? sanitizer() + "/" : "") +
+               options_.name;
 }
 
 Httpd::~Httpd() {
+    // A test that stops its httpd itself sees the reports in stop()'s
+    // result; here nobody would, so they fail the current test.
+    std::vector<std::string> reports;
     if (running())
-        stop();
+        stop(&reports);
+    for (const auto& r : sanitizer_reports())
+        reports.push_back(r);
+    if (!reports.empty()) {
+        ADD_FAILURE() << options_.name << ": sanitizer reports:\n" << join_lines(reports);
+    }
+}
+
+std::vector<std::string> Httpd::environment() const {
+    std::vector<std::string> env;
+    std::string preload;
+    for (char** e = environ; *e != nullptr; ++e) {
+        const std::string entry = *e;
+        auto is = [&entry](const char* name) {
+            return entry.rfind(std::string(name) + "=", 0) == 0;
+        };
+        if (is("ASAN_OPTIONS") || is("UBSAN_OPTIONS")) {
+            if (under_sanitizer())
+                continue;  // ours below, not the ones make check sets for its own binaries
+        }
+        if (is("LD_PRELOAD")) {
+            preload = entry.substr(std::strlen("LD_PRELOAD="));
+            continue;
+        }
+        env.push_back(entry);
+    }
+    if (under_sanitizer()) {
+        // The ASan runtime must come first among the loaded libraries; httpd
+        // is not linked with it, so it is preloaded. libstdc++ right after
+        // it: httpd is a C program, and ASan must find the __cxa_throw it
+        // wraps when it starts, not once a C++ module brings libstdc++ in
+        // (else the first exception fails ASan's CHECK "real___cxa_throw !=
+        // 0": GCC PR 84428, google/sanitizers#934).
+        const std::string cxx = AG_CXX_RUNTIME;
+        preload = std::string(AG_ASAN_RUNTIME) + (cxx.empty() ? "" : " " + cxx) +
+                  (preload.empty() ? "" : " " + preload);
+        auto extra = [](const char* name) {
+            const char* v = std::getenv(name);
+            return v && *v ? std::string(":") + v : std::string();
+        };
+        // detect_leaks=0: httpd frees its pools at exit or never, on purpose.
+        // Every report ends the process that hit it (halt_on_error), so the
+        // test sees it in the report file and, usually, as a failed request.
+        // allow_user_segv_handler=0: httpd's own SIGSEGV/SIGBUS handler (it
+        // only re-raises for a core dump) does not replace ASan's, so a
+        // crash anywhere in httpd, ours or not, is a report with a stack.
+        // A smaller quarantine than the default 256 MB per process: prefork
+        // runs up to 16 children.
+        env.push_back("ASAN_OPTIONS=log_path=" + sanitizer_dir() +
+                      "/asan:detect_leaks=0:halt_on_error=1:abort_on_error=0"
+                      ":allow_user_segv_handler=0:quarantine_size_mb=64" +
+                      extra("AG_TEST_ASAN_OPTIONS"));
+        // GCC's UBSan runtime is a library of its own (libubsan) beside
+        // libasan, and applies its log_path through __sanitizer_set_report_path,
+        // which libasan (loaded first) interposes: it moves ASan's report
+        // file (harmless: a UBSan report ends the process) and UBSan itself
+        // keeps writing to stderr, which in httpd is the error log. So
+        // sanitizer_reports() reads UBSan's reports there; the log_path
+        // here is for runtimes that honour it (clang's, where UBSan is part
+        // of the ASan runtime).
+        env.push_back("UBSAN_OPTIONS=log_path=" + sanitizer_dir() +
+                      "/ubsan:print_stacktrace=1:halt_on_error=1" + extra("AG_TEST_UBSAN_OPTIONS"));
+    }
+    if (!preload.empty())
+        env.push_back("LD_PRELOAD=" + preload);
+    return env;
+}
+
+std::vector<std::string> Httpd::sanitizer_reports() {
+    std::vector<std::string> reports;
+    if (!under_sanitizer())
+        return reports;
+    std::vector<fs::path> files;
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(sanitizer_dir(), ec))
+        files.push_back(entry.path());
+    std::sort(files.begin(), files.end());
+    for (const auto& file : files) {
+        size_t& seen = reports_seen_[file.string()];
+        if (fs::file_size(file, ec) <= seen)
+            continue;
+        // The writer symbolizes its stack while it writes, then exits.
+        const pid_t writer = report_writer(file.filename().string());
+        for (Deadline deadline(kReportTimeout);
+             writer > 0 && !process_gone(writer) && !deadline.expired();) {
+            std::this_thread::sleep_for(kPollInterval);
+        }
+        const std::string text = read_file(file.string());
+        if (text.size() > seen) {
+            reports.push_back(file.string() + ":\n" + text.substr(seen));
+            seen = text.size();
+        }
+    }
+    for (auto* cursor : {&stderr_cursor_, &error_log_scan_}) {
+        for (auto& block : sanitizer_output(*cursor))
+            reports.push_back(std::move(block));
+    }
+    return reports;
 }
 
 std::string Httpd::config_text() const {
@@ -342,8 +613,8 @@ std::string Httpd::config_text() const {
     if (options_.h2)
         c << load("http2");
     if (ag)
-        c << "LoadModule abortguard_module " << AG_MODULE_SO << "\n";
-    c << "LoadModule abortguard_test_module " << AG_TEST_MODULE_SO << "\n";
+        c << "LoadModule abortguard_module " << module_so("abortguard") << "\n";
+    c << "LoadModule abortguard_test_module " << module_so("test") << "\n";
     if (running_as_root())
         c << "User www-data\nGroup www-data\n";
     c << "TypesConfig /dev/null\n"
@@ -357,8 +628,28 @@ std::string Httpd::config_text() const {
       << "  StartServers 1\n  ServerLimit 2\n  ThreadLimit 8\n"
       << "  ThreadsPerChild 8\n  MinSpareThreads 4\n  MaxSpareThreads 16\n"
       << "  MaxRequestWorkers 16\n"
-      << "</IfModule>\n"
-      << "ErrorLog \"" << run << "/error.log\"\n"
+      << "</IfModule>\n";
+    if (under_sanitizer()) {
+        // Use of pool memory after its pool is gone: APR's allocators keep
+        // freed pool blocks for reuse (MaxMemFree, per allocator), so such a
+        // use reads stale but mapped memory and nothing notices. Debian's
+        // APR takes those blocks from mmap(), not malloc(), so ASan never
+        // knows them as heap memory either way; MaxMemFree 1 (KB) makes the
+        // allocators unmap every freed block at once, so the use faults and
+        // ASan (allow_user_segv_handler=0, see environment()) reports the
+        // SEGV with the stack of the code that made it
+        // (SanitizerSelfTest.PoolUseAfterFreeIsReported; without it,
+        // SanitizerMaxMemFree shows the same use going unseen).
+        c << "MaxMemFree 1\n";
+        // Children drop root, which makes them non-dumpable, which makes
+        // /proc/self/environ unreadable to them, which is where UBSan's
+        // runtime (set up at its first report, in the child) reads
+        // UBSAN_OPTIONS: without them it prints no stack. With a
+        // CoreDumpDirectory, httpd makes its children dumpable again (no core
+        // is written: ASan sets RLIMIT_CORE to 0).
+        c << "CoreDumpDirectory \"" << sanitizer_dir() << "\"\n";
+    }
+    c << "ErrorLog \"" << run << "/error.log\"\n"
       << "LogLevel info" << (ag ? " abortguard:debug" : "") << "\n"
       << "LogFormat \"%>s %{ABORTGUARD_ABORTED}e %{ABORTGUARD_REASON}e "
          "%{AGT_START_US}e %{AGT_NOTICED_US}e %{AGT_END_US}e %D %H %U%q\" "
@@ -391,7 +682,7 @@ std::string Httpd::config_text() const {
           << "  SSLCertificateKeyFile \"" << run << "/key.pem\"\n"
           << (options_.h2 ? "  Protocols http/1.1\n" : "") << "</VirtualHost>\n";
     }
-    c << replace_all(options_.extra_config, "@RUNDIR@", run) << "\n";
+    c << route_module_paths(replace_all(options_.extra_config, "@RUNDIR@", run)) << "\n";
     return c.str();
 }
 
@@ -404,6 +695,18 @@ testing::AssertionResult Httpd::write_files() {
     }
     ::chmod(run_dir_.c_str(), 0755);
     ::chmod((run_dir_ + "/htdocs").c_str(), 0755);
+    if (under_sanitizer()) {
+        // Written by the children too, which run as httpd's User.
+        fs::create_directories(sanitizer_dir(), ec);
+        ::chmod(sanitizer_dir().c_str(), 0777);
+        for (const auto& m : kModules) {
+            if (!fs::exists(module_so(m.name))) {
+                return testing::AssertionFailure()
+                       << module_so(m.name) << " is not built (make check builds it)";
+            }
+        }
+    }
+    reports_seen_.clear();
     if (running_as_root()) {
         std::string blocked = unreachable_ancestor(run_dir_);
         if (!blocked.empty()) {
@@ -450,7 +753,7 @@ testing::AssertionResult Httpd::prepare() {
 }
 
 CommandResult Httpd::check_syntax() const {
-    return run_command({AG_HTTPD_BIN, "-t", "-f", conf_path()}, Millis(20000));
+    return run_command({AG_HTTPD_BIN, "-t", "-f", conf_path()}, Millis(20000), environment());
 }
 
 CommandResult syntax_check(const std::string& extra) {
@@ -488,17 +791,26 @@ bool Httpd::reap(Millis timeout) {
 }
 
 Httpd::Launch Httpd::launch(std::string* why) {
+    // Everything the child needs, built before fork (the test may have
+    // threads, so the child should not allocate).
+    const std::string out_path = stdout_path();
+    const std::string conf = conf_path();
+    const std::vector<std::string> env = environment();
+    std::vector<char*> envp;
+    for (const auto& e : env)
+        envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
+    const char* argv[] = {AG_HTTPD_BIN, "-f", conf.c_str(), "-DFOREGROUND", nullptr};
     pid_t pid = ::fork();
     if (pid == 0) {
         // Own process group, so stop() can kill children left behind; and if
         // the test binary dies, httpd gets SIGTERM instead of living on.
         ::setpgid(0, 0);
         ::prctl(PR_SET_PDEATHSIG, SIGTERM);
-        int fd = ::open((run_dir_ + "/stdout.log").c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int fd = ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
         ::dup2(fd, 1);
         ::dup2(fd, 2);
-        ::execl(AG_HTTPD_BIN, AG_HTTPD_BIN, "-f", conf_path().c_str(), "-DFOREGROUND",
-                static_cast<char*>(nullptr));
+        ::execve(AG_HTTPD_BIN, const_cast<char**>(argv), envp.data());
         _exit(127);
     }
     if (pid < 0) {
@@ -534,6 +846,8 @@ testing::AssertionResult Httpd::start() {
         if (!prepared)
             return prepared;
         tail_watch_.start(error_log_path());  // empty file: watch from its start
+        stderr_cursor_.start_at(stdout_path(), 0);
+        error_log_scan_.start_at(error_log_path(), 0);
         switch (launch(&why)) {
             case Launch::kReady:
                 return testing::AssertionSuccess();
@@ -575,8 +889,21 @@ void Httpd::let_closing_connections_finish() {
 }
 
 testing::AssertionResult Httpd::stop() {
-    if (pid_ <= 0)
+    std::vector<std::string> reports;
+    auto stopped = stop(&reports);
+    if (reports.empty())
+        return stopped;
+    return testing::AssertionFailure()
+           << (stopped ? options_.name + ": " : std::string(stopped.message()) + "\n")
+           << "sanitizer reports:\n"
+           << join_lines(reports);
+}
+
+testing::AssertionResult Httpd::stop(std::vector<std::string>* reports) {
+    if (pid_ <= 0) {
+        *reports = sanitizer_reports();
         return testing::AssertionSuccess();
+    }
     std::string trouble;
     pid_t group = pid_;
     if (options_.mpm == "event")
@@ -601,6 +928,7 @@ testing::AssertionResult Httpd::stop() {
     if (!problems.empty()) {
         trouble += "error log problems at shutdown:\n" + join_lines(problems);
     }
+    *reports = sanitizer_reports();
     if (trouble.empty())
         return testing::AssertionSuccess();
     return testing::AssertionFailure() << options_.name << ": " << trouble;
@@ -673,7 +1001,23 @@ void HttpdPool::stop_all() {
 }
 
 std::vector<std::string> all_mpms() {
-    return {"event", "worker", "prefork"};
+    static const std::vector<std::string> known{"event", "worker", "prefork"};
+    const char* env = std::getenv("AG_TEST_MPMS");
+    if (env == nullptr || *env == '\0')
+        return known;
+    std::vector<std::string> mpms;
+    std::string list = env;
+    std::replace(list.begin(), list.end(), ',', ' ');
+    std::istringstream words(list);
+    for (std::string mpm; words >> mpm;) {
+        if (std::find(known.begin(), known.end(), mpm) == known.end())
+            bad_environment("AG_TEST_MPMS names an unknown MPM: " + mpm);
+        if (std::find(mpms.begin(), mpms.end(), mpm) == mpms.end())
+            mpms.push_back(mpm);
+    }
+    if (mpms.empty())
+        bad_environment(std::string("AG_TEST_MPMS names no MPM: '") + env + "'");
+    return mpms;
 }
 
 std::string mpm_param_name(const testing::TestParamInfo<std::string>& info) {
@@ -689,6 +1033,11 @@ void HttpdTest::SetUp() {
     auto earlier = httpd_->unchecked_problems();
     EXPECT_TRUE(earlier.empty()) << "error log problems before this test began:\n"
                                  << join_lines(earlier);
+    // A report the previous test's check did not see yet (written after it).
+    auto reports = httpd_->sanitizer_reports();
+    EXPECT_TRUE(reports.empty()) << "sanitizer reports before this test began "
+                                 << "(probably from the previous test on this httpd):\n"
+                                 << join_lines(reports);
     access_.start(httpd_->access_log_path());
     errors_.start(httpd_->error_log_path());
     for (const auto& pattern : httpd_->options().tolerated_log_lines)
@@ -704,6 +1053,8 @@ void HttpdTest::TearDown() {
     // What this test checked (with its expectations) is not checked again;
     // anything later is checked before the next test or at shutdown.
     httpd_->mark_checked(checked_to);
+    auto reports = httpd_->sanitizer_reports();
+    EXPECT_TRUE(reports.empty()) << "sanitizer reports:\n" << join_lines(reports);
 }
 
 AccessLine HttpdTest::await(const std::string& tag) {

@@ -7,9 +7,27 @@
 // wait, then SIGKILL of its process group).
 //
 // Build-time macros (string literals, set by Makefile.am): AG_HTTPD_BIN,
-// AG_SYS_MODULES_DIR, AG_MODULE_SO, AG_TEST_MODULE_SO, AG_TEST_WORKDIR.
+// AG_SYS_MODULES_DIR, AG_MODULE_SO, AG_TEST_MODULE_SO, AG_LOCKTEST_SO,
+// AG_LIFETEST_SO, AG_EXAMPLE_C_SO, AG_EXAMPLE_CXX_SO, AG_TEST_WORKDIR,
+// AG_ASAN_RUNTIME (empty when configure found none).
 // Environment: AG_TEST_STOCK=1 leaves mod_abortguard and its directives out
 // (stock httpd; checks the harness itself, the detection tests then fail).
+// AG_TEST_MPMS="event worker" limits the MPMs (default: all three).
+// AG_TEST_SANITIZER=asan runs every httpd under ASan+UBSan: see below.
+//
+// Sanitizer runs (AG_TEST_SANITIZER=asan; tests/integration_asan sets it):
+// every httpd loads the <name>_asan.so builds of mod_abortguard, the test
+// modules and the examples (module_so(); LoadModule lines a test writes with
+// the plain paths are rewritten to them), starts with the ASan runtime in
+// LD_PRELOAD (httpd and APR are not instrumented; the runtime must be loaded
+// first) and writes ASan reports into <run dir>/sanitizer/, one file per
+// process (UBSan's go to httpd's stderr, the error log: see
+// Httpd::environment()).  Every report is fatal to the process that hits it
+// (halt_on_error, -fno-sanitize-recover=all) and fails a test: the fixture's
+// after each test (HttpdTest::TearDown; a report that shows up late fails the
+// next one, in SetUp), Httpd::stop() for any httpd, and ~Httpd for an httpd
+// whose owner never saw its reports.  Run dirs go to AG_TEST_WORKDIR/asan/.
+// Extra options: AG_TEST_ASAN_OPTIONS and AG_TEST_UBSAN_OPTIONS are appended.
 #pragma once
 
 #include <sys/types.h>
@@ -31,6 +49,22 @@ namespace agtest {
 // Config lines that load httpd's own module mod_NAME from the system's
 // module directory, unless the httpd binary has it built in.
 std::string sys_module(const std::string& name);
+
+// The sanitizer this run's httpds use: "" (none) or "asan" (ASan+UBSan),
+// from AG_TEST_SANITIZER; an unknown value ends the test program.
+const std::string& sanitizer();
+bool under_sanitizer();
+// The build of one of our modules that httpd loads in this run: "abortguard",
+// "test", "locktest", "lifetest", "example_c", "example_cxx", "misuse" or
+// "cxxtest" (the plain
+// .so, or its _asan.so under the sanitizer); "" (and a test failure) for any
+// other name.
+std::string module_so(const std::string& name);
+// Its file name ("mod_abortguard_lifetest.so"), as httpd's logs name it.
+std::string module_file_name(const std::string& name);
+// `config` with the plain builds' paths (AG_EXAMPLE_C_SO ...) replaced by
+// module_so()'s: what lets tests write "LoadModule ... " AG_LOCKTEST_SO.
+std::string route_module_paths(std::string config);
 
 // A token unique within this test run ("agt17z"); tests append "&t=<tag>" to
 // a URL to find exactly their own access-log line.
@@ -105,11 +139,14 @@ struct CommandResult {
     std::string output;  // stdout and stderr
 };
 // fork/exec argv[0] (PATH search), bounded by timeout, output captured.
-CommandResult run_command(const std::vector<std::string>& argv, Millis timeout);
+// `env` (NAME=VALUE entries), when not empty, is the whole environment.
+CommandResult run_command(const std::vector<std::string>& argv, Millis timeout,
+                          const std::vector<std::string>& env = {});
 // In a freshly forked child: a process group of its own, stdin from `in_fd`,
-// stdout and stderr to `out_fd`, then argv[0] (PATH search); exit 127 if
-// that fails.
-[[noreturn]] void exec_in_child(const std::vector<std::string>& argv, int in_fd, int out_fd);
+// stdout and stderr to `out_fd`, then argv[0] (PATH search) with `env` as
+// its environment when not empty; exit 127 if that fails.
+[[noreturn]] void exec_in_child(const std::vector<std::string>& argv, int in_fd, int out_fd,
+                                const std::vector<std::string>& env = {});
 
 struct HttpdOptions {
     std::string name;  // run dir: AG_TEST_WORKDIR/<name>
@@ -130,7 +167,9 @@ struct HttpdOptions {
 class Httpd {
   public:
     explicit Httpd(HttpdOptions options);
-    ~Httpd();  // stops httpd if it runs
+    // Stops httpd if it runs; a sanitizer report nobody has seen yet fails
+    // the current test.
+    ~Httpd();
     Httpd(const Httpd&) = delete;
     Httpd& operator=(const Httpd&) = delete;
 
@@ -138,7 +177,7 @@ class Httpd {
     // Retries with new ports when the port was taken meanwhile.
     testing::AssertionResult start();
     // SIGTERM, bounded wait, SIGKILL; then checks that nothing is left and
-    // that the error log tail has no problems.
+    // that the error log tail has no problems and no sanitizer reported.
     testing::AssertionResult stop();
     // Graceful restart (SIGUSR1, as `apachectl graceful`): waits until the
     // new generation has logged that it resumed and answers again (10 s).
@@ -157,6 +196,18 @@ class Httpd {
     std::string error_log_path() const { return run_dir_ + "/error.log"; }
     std::string access_log_path() const { return run_dir_ + "/access.log"; }
     std::string stdout_path() const { return run_dir_ + "/stdout.log"; }
+    // Where httpd's processes write sanitizer reports (asan.PID, ubsan.PID).
+    std::string sanitizer_dir() const { return run_dir_ + "/sanitizer"; }
+    // The environment httpd runs with: ours, plus the sanitizer's runtime
+    // and options under the sanitizer.
+    std::vector<std::string> environment() const;
+
+    // Sanitizer reports written since the last call (each "FILE:\nTEXT"):
+    // the report files in sanitizer_dir(), and sanitizer output (with its
+    // stack) on httpd's stderr, i.e. in stdout.log and error.log. Waits
+    // (bounded) for the writer to finish its report. Empty without a
+    // sanitizer.
+    std::vector<std::string> sanitizer_reports();
 
     // Problems in the error log since the last call (or since start).
     std::vector<std::string> unchecked_problems();
@@ -171,6 +222,7 @@ class Httpd {
     bool answers() const;
     bool reap(Millis timeout);
     void let_closing_connections_finish();
+    testing::AssertionResult stop(std::vector<std::string>* reports);
 
     HttpdOptions options_;
     std::string run_dir_;
@@ -178,6 +230,11 @@ class Httpd {
     int tls_port_ = 0;
     pid_t pid_ = -1;
     ErrorLogWatch tail_watch_;  // problems not yet attributed to a test
+    // Sanitizer output already returned: bytes per report file, and how far
+    // the logs that get httpd's stderr were scanned.
+    std::map<std::string, size_t> reports_seen_;
+    LogCursor stderr_cursor_;   // stdout.log
+    LogCursor error_log_scan_;  // error.log
 };
 
 // `apache2 -t` on the standard config plus `extra`, in a run dir of its own
@@ -199,12 +256,14 @@ class HttpdPool {
     std::map<std::string, std::unique_ptr<Httpd>> servers_;
 };
 
-// The MPMs every scenario runs under.
+// The MPMs every scenario runs under: event, worker, prefork, or those
+// AG_TEST_MPMS names (space or comma separated).
 std::vector<std::string> all_mpms();
 std::string mpm_param_name(const testing::TestParamInfo<std::string>& info);
 
 // Fixture for tests against a pooled httpd; the parameter is the MPM name.
-// TearDown fails the test on unexpected error-log lines.
+// TearDown fails the test on unexpected error-log lines and on sanitizer
+// reports.
 class HttpdTest : public testing::TestWithParam<std::string> {
   protected:
     void SetUp() override;

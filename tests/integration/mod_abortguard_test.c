@@ -23,8 +23,21 @@
  *                           Ends with "done\n" unless the abort was noticed.
  *   abortguard-test-upload  reads the whole request body, optional
  *                           delay_ms=N between reads, answers "received N\n".
+ *   abortguard-test-sanitizer-selftest
+ *                           the sanitizer pipeline's self-test: in the
+ *                           ASan+UBSan build, kind=heap-use-after-free,
+ *                           signed-overflow or pool-use-after-free commits
+ *                           that bug on purpose, so that the sanitizer
+ *                           reports it and ends the process; in the plain
+ *                           build it does nothing and answers
+ *                           "no sanitizer\n". ASan reports the heap use
+ *                           after free, UBSan the overflow; the pool use
+ *                           after free faults (and ASan reports the SEGV)
+ *                           only with MaxMemFree 1 (see harness.cc).
  */
 #include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -188,11 +201,75 @@ static int upload_handler(request_rec* r) {
     return OK;
 }
 
+/* Built with AddressSanitizer (GCC defines __SANITIZE_ADDRESS__, clang
+ * answers __has_feature); the ASan build also has UBSan (Makefile.am). */
+#if defined(__SANITIZE_ADDRESS__)
+#define AGT_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define AGT_SANITIZED 1
+#endif
+#endif
+
+static int sanitizer_selftest_handler(request_rec* r) {
+    apr_table_t* args;
+    const char* kind;
+
+    if (!r->handler || strcmp(r->handler, "abortguard-test-sanitizer-selftest") != 0) {
+        return DECLINED;
+    }
+    ap_args_to_table(r, &args);
+    kind = apr_table_get(args, "kind");
+    ap_set_content_type(r, "text/plain");
+#ifndef AGT_SANITIZED
+    (void)kind;
+    ap_rputs("no sanitizer\n", r);
+    return OK;
+#else
+    if (kind == NULL) {
+        ap_rputs("sanitizer\n", r);
+        return OK;
+    }
+    if (strcmp(kind, "heap-use-after-free") == 0) {
+        /* A volatile pointer: the compiler cannot see the use after free
+         * (-Wuse-after-free) nor drop it. */
+        char* volatile block = malloc(16);
+        if (block == NULL) {
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        block[0] = 'x';
+        free(block);
+        ap_rprintf(r, "survived %d\n", block[0]); /* ASan: heap-use-after-free */
+    } else if (strcmp(kind, "signed-overflow") == 0) {
+        volatile int big = INT_MAX;
+        int sum = big + 1; /* UBSan: signed integer overflow */
+        ap_rprintf(r, "survived %d\n", sum);
+    } else if (strcmp(kind, "pool-use-after-free") == 0) {
+        /* Pool memory after its pool is gone: seen only when the allocator
+         * unmapped the block at once (the harness's MaxMemFree 1), as a
+         * SEGV that ASan reports; otherwise the read just succeeds. */
+        apr_pool_t* sub;
+        char* volatile p;
+        if (apr_pool_create(&sub, r->pool) != APR_SUCCESS) {
+            return HTTP_INTERNAL_SERVER_ERROR;
+        }
+        p = apr_pcalloc(sub, 64);
+        apr_pool_destroy(sub);
+        ap_rprintf(r, "survived %d\n", p[0]); /* ASan: heap-use-after-free */
+    } else {
+        return HTTP_NOT_FOUND;
+    }
+    /* Reached only when the sanitizer missed it. */
+    return OK;
+#endif
+}
+
 static void register_hooks(apr_pool_t* p) {
     (void)p;
     ap_hook_optional_fn_retrieve(retrieve_api, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(slow_handler, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(upload_handler, NULL, NULL, APR_HOOK_MIDDLE);
+    ap_hook_handler(sanitizer_selftest_handler, NULL, NULL, APR_HOOK_MIDDLE);
 }
 
 module AP_MODULE_DECLARE_DATA abortguard_test_module = {STANDARD20_MODULE_STUFF,

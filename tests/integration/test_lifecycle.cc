@@ -663,7 +663,7 @@ TEST_P(LifecycleTest, AHangingCleanupDoesNotKeepAStoppingChildBeyondTheExitTimeo
     EXPECT_LE(exit_us, 2500000) << "not within the exit timeout (1 s) + slack";
     std::string line;
     ASSERT_TRUE(await_log({"AG0620", "/life/cleanup"}, kIo, &line));
-    EXPECT_NE(line.find("mod_abortguard_lifetest.so"), std::string::npos)
+    EXPECT_NE(line.find(module_file_name("lifetest")), std::string::npos)
         << "the line names the cleanup: " << line;
     std::printf("exit_bound_us mpm=%s value=%lld\n", mpm().c_str(),
                 static_cast<long long>(exit_us));
