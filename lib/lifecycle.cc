@@ -439,7 +439,8 @@ void Lifecycle::scan_fired(void* self_arg) {
         return;
     }
     const int64_t stop_ns = self->stop_ns_.load();
-    if (stop_ns != 0) {
+    // A draining child's requests are the drain's to bound (drain_check).
+    if (stop_ns != 0 && !self->draining()) {
         struct Find {
             int64_t now, stop_ns, limit;
             bool hung;
