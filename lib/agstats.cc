@@ -144,6 +144,8 @@ const char* ag_stat_name(ag_stat_e which) noexcept {
             return "terminations_refused";
         case AG_STAT_REQUESTS_CUT_AT_EXIT:
             return "requests_cut_at_exit";
+        case AG_STAT_REQUESTS_SKIPPED:
+            return "requests_skipped";
         case AG_STAT_COUNT:
             break;
     }

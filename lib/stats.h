@@ -43,8 +43,9 @@ enum class Counter : uint32_t {
     kTerminations,       // a child ended a hung handler (AbortGuardGraceAction terminate)
     kTerminateRefused,   // ... that the rate bound refused
     kRequestsCutAtExit,  // requests still running when a terminating child exited
+    kRequestsSkipped,    // never handed to their handler: the client had left
 };
-constexpr uint32_t kCounterCount = 10;
+constexpr uint32_t kCounterCount = 11;
 // Reserved room, so counters can be added without a new layout version.
 constexpr uint32_t kCounterSlots = 16;
 

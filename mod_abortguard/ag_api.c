@@ -157,7 +157,7 @@ static int flush_fails(request_rec* r) {
     APR_BRIGADE_INSERT_TAIL(bb, apr_bucket_flush_create(c->bucket_alloc));
     rv = ap_pass_brigade(filters, bb);
     apr_brigade_destroy(bb);
-    return rv != APR_SUCCESS || c->aborted;
+    return rv != APR_SUCCESS || __atomic_load_n(&c->aborted, __ATOMIC_RELAXED);
 }
 
 /* The flush probe writes through the filters: only on the request's own

@@ -37,6 +37,7 @@ void* ag_dir_config_create(apr_pool_t* p, char* dir) {
     conf->ka_interval_s = AG_UNSET;
     conf->ka_count = AG_UNSET;
     conf->stop_aborts = AG_UNSET;
+    conf->skip_abandoned = AG_UNSET;
     conf->grace_ns = AG_UNSET;
     conf->grace_action = AG_UNSET;
     conf->exit_timeout_ns = AG_UNSET;
@@ -60,6 +61,7 @@ void* ag_dir_config_merge(apr_pool_t* p, void* basev, void* addv) {
     AG_MERGE(merged, base, add, ka_interval_s);
     AG_MERGE(merged, base, add, ka_count);
     AG_MERGE(merged, base, add, stop_aborts);
+    AG_MERGE(merged, base, add, skip_abandoned);
     AG_MERGE(merged, base, add, grace_ns);
     AG_MERGE(merged, base, add, grace_action);
     AG_MERGE(merged, base, add, exit_timeout_ns);
@@ -112,6 +114,10 @@ int ag_config_keepalive(const ag_dir_config* conf, int* idle_s, int* interval_s,
     *interval_s = conf->ka_interval_s;
     *count = conf->ka_count;
     return 1;
+}
+
+int ag_config_skip_abandoned(const ag_dir_config* conf) {
+    return AG_GET(conf, skip_abandoned, 1);
 }
 
 int ag_config_stop_aborts(const ag_dir_config* conf) {
@@ -358,6 +364,10 @@ const command_rec ag_directives[] = {
                  AG_SCOPES,
                  "On to treat the child's stop notice as a client abort (reason server-stop); "
                  "default Off"),
+    AP_INIT_FLAG("AbortGuardSkipAbandoned", set_flag,
+                 (void*)APR_OFFSETOF(ag_dir_config, skip_abandoned), AG_SCOPES,
+                 "On (default) not to hand a request to its handler when its client already left "
+                 "(while it waited for a worker)"),
     AP_INIT_TAKE1("AbortGuardGracePeriod", set_duration, (void*)&grace_rule, RSRC_CONF,
                   "how long a handler may run on after its client left before the grace action "
                   "(default 30s; off: never)"),

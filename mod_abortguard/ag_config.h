@@ -25,7 +25,8 @@ typedef struct {
     int ka_idle_s;               /* AbortGuardKeepAlive, 0: off; or AG_UNSET */
     int ka_interval_s;           /* ... set together with ka_idle_s */
     int ka_count;
-    int stop_aborts; /* AbortGuardStopAborts: 1, 0 or AG_UNSET */
+    int stop_aborts;    /* AbortGuardStopAborts: 1, 0 or AG_UNSET */
+    int skip_abandoned; /* AbortGuardSkipAbandoned: 1, 0 or AG_UNSET */
     /* Process-wide (main server only), read from the main server's
      * defaults (ag_config_for_server): */
     apr_int64_t grace_ns;              /* AbortGuardGracePeriod, 0: off; or AG_UNSET */
@@ -58,6 +59,9 @@ int ag_config_log_status(const ag_dir_config* conf);
 /* AbortGuardKeepAlive: 1 and the settings when on, 0 when off. */
 int ag_config_keepalive(const ag_dir_config* conf, int* idle_s, int* interval_s, int* count);
 int ag_config_stop_aborts(const ag_dir_config* conf);
+/* AbortGuardSkipAbandoned: a request whose client already left is not
+ * handed to its handler. */
+int ag_config_skip_abandoned(const ag_dir_config* conf);
 
 /* The main server's configuration, where the process-wide directives
  * (AbortGuardGracePeriod, AbortGuardGraceAction, AbortGuardExitTimeout,

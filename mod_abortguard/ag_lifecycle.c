@@ -148,7 +148,8 @@ static int request_ended(request_rec* r) {
     /* Idle only when no request of it is being handled: with pipelining,
      * this request's log (its buffered response written out) may come while
      * the next request reads its body. */
-    if (cc->active > 0 || c->keepalive != AP_CONN_KEEPALIVE || c->aborted || cc->slot < 0) {
+    if (cc->active > 0 || c->keepalive != AP_CONN_KEEPALIVE ||
+        __atomic_load_n(&c->aborted, __ATOMIC_RELAXED) || cc->slot < 0) {
         return DECLINED;
     }
     /* A connection switched to another protocol (h2c, a WebSocket tunnel)

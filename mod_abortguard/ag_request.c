@@ -24,6 +24,7 @@ struct ag_request_ctx {
     int response_done;      /* EOS has passed: the handler's output is complete */
     int tunnel;             /* mod_proxy made it a tunnel (101, CONNECT) */
     int logged;             /* log_transaction ran: the request has ended for the API */
+    int skipped;            /* AbortGuardSkipAbandoned kept it from its handler */
     ap_filter_t* tunnel_in; /* reports the tunnel's client read errors; NULL when none */
 
     /* The outcome, kept for calls after the end (from pool cleanups). */
@@ -127,7 +128,9 @@ int ag_request_live(const ag_request_ctx* ctx) {
  * stream when the client closes the connection after reading everything. */
 static int write_failed(const ag_request_ctx* ctx) {
     const conn_rec* c = ctx->owner->connection;
-    return c->aborted && !(c->master != NULL && ctx->response_done);
+    /* Atomic: the monitor thread stores it (mark_connection). */
+    return __atomic_load_n(&c->aborted, __ATOMIC_RELAXED) &&
+           !(c->master != NULL && ctx->response_done);
 }
 
 int ag_request_aborted(ag_request_ctx* ctx) {
@@ -423,11 +426,38 @@ int ag_request_create(request_rec* r) {
     return OK;
 }
 
+/* AbortGuardSkipAbandoned: the client left while the request waited for a
+ * worker (or, on an HTTP/2 stream, reset it). One poll(2) asks the kernel
+ * now rather than waiting for the monitor's verdict on a socket just
+ * watched: the answer must be there before the handler starts. */
+static int abandoned(ag_request_ctx* ctx) {
+    return ctx->state != NULL && !ctx->forbidden && ag_config_skip_abandoned(ctx->conf) &&
+           ag_request_probe_socket(ctx);
+}
+
 int ag_request_fixups(request_rec* r) {
-    if (r->main == NULL) {
-        ag_request_ctx_get(r, ag_config_enabled(ag_config_for(r)), NULL);
+    ag_request_ctx* ctx;
+    if (r->main != NULL ||
+        (ctx = ag_request_ctx_get(r, ag_config_enabled(ag_config_for(r)), NULL)) == NULL ||
+        !abandoned(ctx)) {
+        return DECLINED;
     }
-    return DECLINED;
+    /* Not handed to its handler (a proxy's never reaches its backend):
+     * httpd ends the request here, logged as 503 unless AbortGuardLogStatus
+     * says otherwise; a client that only half-closed gets that empty 503. */
+    ctx->skipped = 1;
+    ag_stats_count(AG_STAT_REQUESTS_SKIPPED, 1);
+    r->status = HTTP_SERVICE_UNAVAILABLE;
+    r->connection->keepalive = AP_CONN_CLOSE;
+    if (ag_config_marks_connection(ctx->conf)) {
+        /* As the monitor would in a moment: nothing is written to a client
+         * counted as gone, whichever comes first. */
+        mark_connection(r->connection, ag_request_reason(ctx));
+    }
+    ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, r,
+                  "AG0208: skipped: the client left (%s) before the handler started",
+                  ag_reason_name(ag_request_reason(ctx)));
+    return DONE;
 }
 
 /* The handler's output is complete once EOS passes: from here on a FIN is
@@ -456,12 +486,15 @@ apr_status_t ag_request_eos_filter(ap_filter_t* f, apr_bucket_brigade* bb) {
     return ap_pass_brigade(f->next, bb);
 }
 
-static void publish(request_rec* r, const char* reason) {
+static void publish(request_rec* r, const char* reason, int skipped) {
     /* mod_log_config reads %{...}e from the final request of a redirect
      * chain; set it on every request of the chain. */
     for (; r != NULL; r = r->next) {
         apr_table_setn(r->subprocess_env, ABORTGUARD_ENV_ABORTED, "1");
         apr_table_setn(r->subprocess_env, ABORTGUARD_ENV_REASON, reason);
+        if (skipped) {
+            apr_table_setn(r->subprocess_env, ABORTGUARD_ENV_SKIPPED, "1");
+        }
     }
 }
 
@@ -484,7 +517,7 @@ int ag_request_log_transaction(request_rec* r) {
         return DECLINED;
     }
     reason = ag_reason_name(ag_request_reason(ctx));
-    publish(r, reason);
+    publish(r, reason, ctx->skipped);
     ag_log_status(last);
     ap_log_rerror(
         APLOG_MARK, APLOG_DEBUG, 0, r,

@@ -31,7 +31,8 @@ static const char* const counter_labels[AG_STAT_COUNT] = {"Requests monitored",
                                                           "Grace period actions",
                                                           "Terminations",
                                                           "Terminations refused by the rate bound",
-                                                          "Requests cut at exit"};
+                                                          "Requests cut at exit",
+                                                          "Requests skipped"};
 
 const char* ag_status_counter_label(ag_stat_e which) {
     return (unsigned)which < AG_STAT_COUNT ? counter_labels[which] : "Unknown";

@@ -27,8 +27,11 @@
  * variables, set in log_transaction before mod_log_config writes:
  *   ABORTGUARD_ABORTED  "1" when the client went away before the response
  *                       completed; unset otherwise (%{...}e prints "-")
- *   ABORTGUARD_REASON   "fin", "rst", "write" (also "error", "timeout", and
- *                       "server-stop" under AbortGuardStopAborts On)
+ *   ABORTGUARD_REASON   "fin", "rst", "error", "timeout", "write",
+ *                       "h2-reset", and "server-stop" under AbortGuardStopAborts On
+ *   ABORTGUARD_SKIPPED  "1" when the request was never handed to its handler
+ *                       because its client had left while it waited
+ *                       (AbortGuardSkipAbandoned); unset otherwise
  *
  * Stop notice: when the child process that handles a request starts
  * stopping (apachectl graceful, graceful-stop, stop, restart; the MPM
@@ -53,6 +56,7 @@ extern "C" {
 
 #define ABORTGUARD_ENV_ABORTED "ABORTGUARD_ABORTED"
 #define ABORTGUARD_ENV_REASON "ABORTGUARD_REASON"
+#define ABORTGUARD_ENV_SKIPPED "ABORTGUARD_SKIPPED"
 
 /* abortguard_register_cleanup(): when a cleanup runs. */
 #define ABORTGUARD_ON_ABORT 1   /* run only if the client went away */
