@@ -347,7 +347,7 @@ void Monitor::dispatch(const struct epoll_event* events, int n, int64_t woke_ns)
         const Reason reason = f.hup_is_close ? classify_tunnel_event(f.events, fd)
                                              : classify_socket_event(f.events, fd);
         if (reason == Reason::kNone) {
-            AG_LOG(kDebug, "AG0107: tunnel socket %d closed in order (events 0x%x)", fd, f.events);
+            AG_LOG(kDebug, "AG0110: tunnel socket %d closed in order (events 0x%x)", fd, f.events);
             continue;
         }
         const int64_t now = mono_ns();

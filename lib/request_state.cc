@@ -85,7 +85,7 @@ void RequestState::arm_grace(ArmFn arm, void* owner) noexcept {
 void RequestState::note_bound(Bound which, const char* what, size_t limit) noexcept {
     if (bounds_logged_.fetch_or(which, std::memory_order_relaxed) & which)
         return;
-    AG_LOG(kWarn, "AG0131: %s registered more than %zu %s; refusing more for this request", uri_,
+    AG_LOG(kWarn, "AG0132: %s registered more than %zu %s; refusing more for this request", uri_,
            limit, what);
 }
 

@@ -239,9 +239,9 @@ TEST_P(Misuse, ARequestCannotGrowWithoutBound) {
     EXPECT_EQ(f["last"], "ENOSPC");
     size_t warned = 0;
     for (const auto& line : errors().new_lines())
-        warned += line.find("AG0131") != std::string::npos;
+        warned += line.find("AG0132") != std::string::npos;
     EXPECT_EQ(warned, 3u) << "one line per bound";
-    errors().expect("AG0131");
+    errors().expect("AG0132");
     // The 64 locks were released when the request ended.
     const std::string again = make_tag();
     EXPECT_EQ(get(url("bounds", again)).status, 200);

@@ -194,7 +194,7 @@ TEST(RequestState, CleanupsAndAbortCallbacksAreBoundedWithOneWarnLine) {
     EXPECT_EQ(cleanups_run, static_cast<int>(RequestState::kMaxCleanups));
     EXPECT_EQ(callbacks_run, static_cast<int>(RequestState::kMaxAbortCallbacks));
     ASSERT_EQ(WarnCapture::lines().size(), 2u) << "one line per bound, not per refusal";
-    EXPECT_NE(WarnCapture::lines()[0].find("AG0131"), std::string::npos);
+    EXPECT_NE(WarnCapture::lines()[0].find("AG0132"), std::string::npos);
 }
 
 TEST(RequestState, CleanupsAreRefusedOnceTheyRan) {
