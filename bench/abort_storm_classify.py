@@ -100,6 +100,9 @@ for key, c in conns.items():
                 near = (bt, msg)
     unannounced.append((t, kind, cport, len(lines), last, near))
 
+# an unannounced close within 5 ms of a "workers busy" line of its child
+near5 = sum(1 for u in unannounced if u[5] is not None and abs(u[5][0] - u[0]) <= 0.005)
+counts["unannounced_within_5ms_of_busy_line"] = near5
 for k in ("server_first_fin_unannounced", "server_first_rst_unannounced",
           "server_first_fin_announced", "server_first_rst_announced"):
     counts.setdefault(k, 0)
