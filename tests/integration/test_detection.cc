@@ -7,6 +7,9 @@
 #include <map>
 #include <vector>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include "harness.h"
 
 namespace agtest {
@@ -117,10 +120,21 @@ TEST_P(Detection, RstWhileHandlerComputes) {
 
 // The client leaves before the handler wrote a single byte: nothing but the
 // monitor can tell the handler.
+// The handler runs (its mark file appears) but has written nothing yet when
+// the client closes. (Had the client closed before the handler started,
+// AbortGuardSkipAbandoned would not start it at all: see test_skip.cc.)
 TEST_P(Detection, FinBeforeHandlerWrites) {
     std::string tag = make_tag();
+    const std::string marks = httpd().run_dir() + "/marks";
+    ::mkdir(marks.c_str(), 0777);
+    ::chmod(marks.c_str(), 0777);  // the handler writes here as www-data
+    const std::string mark = marks + "/" + tag;
     RawClient c = connect();
-    ASSERT_TRUE(c.send(http_get("/slow?ms=5000&flush=0&t=" + tag)));
+    ASSERT_TRUE(c.send(http_get("/slow?ms=5000&flush=0&mark=" + mark + "&t=" + tag)));
+    for (Deadline d(kIo); ::access(mark.c_str(), F_OK) != 0;) {
+        ASSERT_FALSE(d.expired()) << "the handler never started";
+        usleep(1000);  // polling for the handler's mark file, with a deadline
+    }
     c.close_fin();
     AccessLine line = await_line(tag);
     EXPECT_EQ(line.aborted, "1") << line.raw;
