@@ -15,7 +15,8 @@ static_assert(AG_STAT_COUNT <= st::kCounterSlots, "too many counters for the lay
 static_assert(AG_LATENCY_COUNT == st::kLatencyCount, "agstats.h and stats.h disagree");
 static_assert(AG_STATS_REASONS == st::kReasonSlots, "agstats.h and stats.h disagree");
 static_assert(AG_STATS_BUCKETS == st::kBuckets, "agstats.h and stats.h disagree");
-static_assert(AG_STATS_HANDLERS == st::HandlerTable::kEntries + 1, "agstats.h and stats.h disagree");
+static_assert(AG_STATS_HANDLERS == st::HandlerTable::kEntries + 1,
+              "agstats.h and stats.h disagree");
 static_assert(AG_STATS_HANDLER_NAME == st::kHandlerNameBytes, "agstats.h and stats.h disagree");
 
 namespace {

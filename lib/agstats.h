@@ -86,8 +86,8 @@ typedef struct {
     unsigned slots;      /* child slots in the block */
     unsigned slots_used; /* ... that a child has attached to */
     uint64_t created_unix;
-    uint64_t generations; /* times the block was reopened (restarts) */
-    uint64_t in_flight;   /* requests with a state in any child now */
+    uint64_t generations;                         /* times the block was reopened (restarts) */
+    uint64_t in_flight;                           /* requests with a state in any child now */
     ag_stats_handler handlers[AG_STATS_HANDLERS]; /* largest sum_us first */
     unsigned nhandlers;
 } ag_stats_snapshot;

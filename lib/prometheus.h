@@ -30,8 +30,8 @@ namespace abortguard {
 namespace prometheus {
 
 // The exposed bucket bounds, as bucket indices of stats.h.
-constexpr uint32_t kFirstBound = 3;   // 8 us
-constexpr uint32_t kLastBound = 26;   // 67.108864 s
+constexpr uint32_t kFirstBound = 3;  // 8 us
+constexpr uint32_t kLastBound = 26;  // 67.108864 s
 static_assert(kLastBound + 1 < stats::kBuckets, "the last bound must not be the open bucket");
 
 // Where the text goes.
@@ -53,8 +53,8 @@ class StringSink : public Sink {
 enum class Type { kCounter, kGauge, kHistogram };
 
 struct Label {
-    std::string_view name;  // a valid label name: the caller's literal
-    std::string_view value; // anything: escaped when written
+    std::string_view name;   // a valid label name: the caller's literal
+    std::string_view value;  // anything: escaped when written
 };
 
 // A label value as the format wants it: backslash, double quote and line
@@ -75,8 +75,7 @@ class Writer {
     // its samples.
     void family(std::string_view name, Type type, std::string_view help);
     // One sample line: name{labels} value.
-    void sample(std::string_view name, std::initializer_list<Label> labels,
-                std::string_view value);
+    void sample(std::string_view name, std::initializer_list<Label> labels, std::string_view value);
     void sample(std::string_view name, std::initializer_list<Label> labels, uint64_t value);
     // A histogram's samples (its family line is the caller's): name_bucket
     // for every exposed bound and +Inf, cumulative; name_sum in seconds;

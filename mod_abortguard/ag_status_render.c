@@ -111,7 +111,8 @@ static void auto_handlers(request_rec* r, const ag_status_view* v, const char* p
     ap_rprintf(r, "%sWasted work handlers: %u\n", prefix, s->nhandlers);
     for (i = 0; i < s->nhandlers; ++i) {
         const ag_stats_handler* h = &s->handlers[i];
-        ap_rprintf(r, "%sWasted work handler %u: %s\n", prefix, i + 1, auto_value(r->pool, h->name));
+        ap_rprintf(r, "%sWasted work handler %u: %s\n", prefix, i + 1,
+                   auto_value(r->pool, h->name));
         ap_rprintf(r, "%sWasted work handler %u requests: " U64 "\n", prefix, i + 1, h->count);
         ap_rprintf(r, "%sWasted work handler %u sum us: " U64 "\n", prefix, i + 1, h->sum_us);
         ap_rprintf(r, "%sWasted work handler %u max us: " U64 "\n", prefix, i + 1, h->max_us);
@@ -214,13 +215,17 @@ static void json_handlers(request_rec* r, const ag_status_view* v) {
     const ag_stats_snapshot* s = &v->stats;
     unsigned i;
     if (!show_handlers(v)) {
-        ap_rputs("\"in_flight_all_children\":null,\"wasted_by_handler\":{\"shown\":false,"
-                 "\"handlers\":[]},",
-                 r);
+        ap_rputs(
+            "\"in_flight_all_children\":null,\"wasted_by_handler\":{\"shown\":false,"
+            "\"handlers\":[]},",
+            r);
         return;
     }
-    ap_rprintf(r, "\"in_flight_all_children\":" U64 ",\"wasted_by_handler\":{\"shown\":true,"
-               "\"handlers\":[", s->in_flight);
+    ap_rprintf(r,
+               "\"in_flight_all_children\":" U64
+               ",\"wasted_by_handler\":{\"shown\":true,"
+               "\"handlers\":[",
+               s->in_flight);
     for (i = 0; i < s->nhandlers; ++i) {
         const ag_stats_handler* h = &s->handlers[i];
         ap_rprintf(r,
@@ -388,12 +393,11 @@ static void html_handler_rows(request_rec* r, const ag_stats_snapshot* s) {
         r);
     for (i = 0; i < s->nhandlers; ++i) {
         const ag_stats_handler* h = &s->handlers[i];
-        ap_rprintf(r,
-                   "<tr><td class=\"l\">%s</td><td>" U64
-                   "</td><td>%s</td><td>%s</td><td>%s</td></tr>\n",
-                   esc(r, h->name), h->count, human_us(r->pool, h->sum_us),
-                   human_us(r->pool, h->count ? h->sum_us / h->count : 0),
-                   human_us(r->pool, h->max_us));
+        ap_rprintf(
+            r,
+            "<tr><td class=\"l\">%s</td><td>" U64 "</td><td>%s</td><td>%s</td><td>%s</td></tr>\n",
+            esc(r, h->name), h->count, human_us(r->pool, h->sum_us),
+            human_us(r->pool, h->count ? h->sum_us / h->count : 0), human_us(r->pool, h->max_us));
     }
     ap_rputs("</table>\n", r);
 }

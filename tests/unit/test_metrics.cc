@@ -68,8 +68,8 @@ struct Page {
     bool has_family(const std::string& name) const { return types.count(name) != 0; }
 };
 
-const char* const kReasons[] = {"fin", "rst", "error", "timeout", "write", "h2-reset",
-                                "server-stop"};
+const char* const kReasons[] = {"fin",   "rst",      "error",      "timeout",
+                                "write", "h2-reset", "server-stop"};
 
 TEST(Metrics, ContractNamesWithTheirTypes) {
     Block b;
@@ -101,9 +101,9 @@ TEST(Metrics, ContractNamesWithTheirTypes) {
     };
     EXPECT_EQ(p.types, expected) << p.text;
     for (const char* reason : kReasons) {
-        EXPECT_EQ(p.samples.at(std::string("apache_abortguard_aborts_total{reason=\"") + reason +
-                              "\"}"),
-                  "0");
+        EXPECT_EQ(
+            p.samples.at(std::string("apache_abortguard_aborts_total{reason=\"") + reason + "\"}"),
+            "0");
     }
     EXPECT_EQ(p.samples.count("apache_abortguard_aborts_total{reason=\"other\"}"), 0u);
     EXPECT_EQ(p.samples.at("apache_abortguard_start_time_seconds"), "1700000000");
@@ -118,7 +118,7 @@ TEST(Metrics, CountsLandInTheirSamples) {
     ag_stats_request_end(1, 1, 0, 2000000);  // fin, 2 ms into the request
     ag_stats_request_end(1, 1, 0, 4000000);
     ag_stats_request_end(1, 6, 0, 1000);  // h2-reset
-    ag_stats_abort(12);                    // a reason this build has no name for
+    ag_stats_abort(12);                   // a reason this build has no name for
     ag_stats_cleanups(5, 2, 1);
     ag_stats_count(AG_STAT_BACKEND_CUTS, 3);
     stats::record_work_after_abort("cgi-script", 1500000000);  // ns
@@ -139,11 +139,13 @@ TEST(Metrics, CountsLandInTheirSamples) {
               "0");
     EXPECT_EQ(p.samples.at("apache_abortguard_work_after_abort_seconds_bucket{le=\"2.097152\"}"),
               "1");
-    EXPECT_EQ(p.samples.at(
-                  "apache_abortguard_handler_work_after_abort_seconds_total{handler=\"cgi-script\"}"),
-              "1.5");
-    EXPECT_EQ(p.samples.at("apache_abortguard_handler_aborted_requests_total{handler=\"cgi-script\"}"),
-              "1");
+    EXPECT_EQ(
+        p.samples.at(
+            "apache_abortguard_handler_work_after_abort_seconds_total{handler=\"cgi-script\"}"),
+        "1.5");
+    EXPECT_EQ(
+        p.samples.at("apache_abortguard_handler_aborted_requests_total{handler=\"cgi-script\"}"),
+        "1");
 }
 
 TEST(Metrics, HandlerNamesAreEscapedLabelValues) {
@@ -157,8 +159,8 @@ TEST(Metrics, HandlerNamesAreEscapedLabelValues) {
             "apache_abortguard_handler_aborted_requests_total{handler=\"odd\\\"name\\\\x\\n\"}"),
         1u)
         << p.text;
-    EXPECT_EQ(p.samples.count("apache_abortguard_handler_aborted_requests_total{handler=\"(none)\"}"),
-              1u)
+    EXPECT_EQ(
+        p.samples.count("apache_abortguard_handler_aborted_requests_total{handler=\"(none)\"}"), 1u)
         << p.text;
 }
 

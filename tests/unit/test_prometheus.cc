@@ -37,9 +37,9 @@ TEST(Prometheus, LabelValuesReplaceBytesThatAreNotUtf8) {
     EXPECT_EQ(escape_label_value("a\xFF"
                                  "b"),
               "a" + fffd + "b");
-    EXPECT_EQ(escape_label_value("\xC3"), fffd);                       // cut short
-    EXPECT_EQ(escape_label_value("\xC0\xAF"), fffd + fffd);            // overlong '/'
-    EXPECT_EQ(escape_label_value("\xED\xA0\x80"), fffd + fffd + fffd);  // a surrogate
+    EXPECT_EQ(escape_label_value("\xC3"), fffd);                                   // cut short
+    EXPECT_EQ(escape_label_value("\xC0\xAF"), fffd + fffd);                        // overlong '/'
+    EXPECT_EQ(escape_label_value("\xED\xA0\x80"), fffd + fffd + fffd);             // a surrogate
     EXPECT_EQ(escape_label_value("\xF4\x90\x80\x80"), fffd + fffd + fffd + fffd);  // > U+10FFFF
     // A backslash right after a bad byte is still escaped.
     EXPECT_EQ(escape_label_value("\x80\\"), fffd + "\\\\");
@@ -82,11 +82,11 @@ TEST(Prometheus, FamilyAndSampleLines) {
 
 TEST(Prometheus, HistogramBucketsAreCumulativeWithInfSumAndCount) {
     stats::HistogramSnapshot h;
-    h.buckets[0] = 1;   // below 1 us: below the first exposed bound too
-    h.buckets[3] = 2;   // [4, 8) us: le 0.000008
-    h.buckets[4] = 4;   // [8, 16) us
-    h.buckets[20] = 8;  // [0.52, 1.05) s: le 1.048576
-    h.buckets[27] = 16; // [67, 134) s: beyond the last bound, +Inf only
+    h.buckets[0] = 1;                     // below 1 us: below the first exposed bound too
+    h.buckets[3] = 2;                     // [4, 8) us: le 0.000008
+    h.buckets[4] = 4;                     // [8, 16) us
+    h.buckets[20] = 8;                    // [0.52, 1.05) s: le 1.048576
+    h.buckets[27] = 16;                   // [67, 134) s: beyond the last bound, +Inf only
     h.buckets[stats::kBuckets - 1] = 32;  // the open bucket
     h.count = 60;  // one more than the buckets: a snapshot taken while counting
     h.sum_us = 3500000;

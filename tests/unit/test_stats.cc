@@ -339,7 +339,7 @@ TEST(Stats, AttachResetsTheGaugeAndExitTakesBackTheProcesssRequests) {
     SharedBlock sb(3);
     Slot* s0 = sb.block()->slot(0);
     Slot* spare = sb.block()->slot(2);
-    s0->in_flight.store(5);  // left by a child that died with 5 requests
+    s0->in_flight.store(5);     // left by a child that died with 5 requests
     spare->in_flight.store(2);  // another live child's, in the shared slot
     ASSERT_EQ(ag_stats_attach(sb.mem(), 0, 100), 0);
     ASSERT_EQ(ag_stats_attach(sb.mem(), 2, 101), 0);
