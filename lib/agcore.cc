@@ -389,6 +389,16 @@ void ag_monitor_unwatch_flag(ag_monitor* m, ag_watch_id id) {
     m->flags->unwatch(id);
 }
 
+void ag_monitor_nudge_flags(ag_monitor* m) {
+    if (m->flags->waiting())
+        m->flags->nudge();
+}
+
+void ag_monitor_nudge_flags_soon(ag_monitor* m) {
+    if (m->flags->waiting())
+        m->flags->nudge_soon();
+}
+
 int ag_keepalive_apply(int fd, int idle_s, int interval_s, int count, ag_keepalive_saved* saved) {
     try {
         abortguard::KeepaliveSettings ks;

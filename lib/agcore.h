@@ -272,6 +272,14 @@ int ag_monitor_watch_flag(ag_monitor* m, const unsigned* flag, ag_reason_e reaso
                           ag_abort_fn* fn, void* arg, ag_watch_id* id);
 /* Synchronous, as ag_monitor_unwatch(). */
 void ag_monitor_unwatch_flag(ag_monitor* m, ag_watch_id id);
+/* The flags may have just been set (mod_http2 processed its client's frames,
+ * or its connection ended): checks them on the monitor thread at once. A
+ * relaxed load and nothing more while no flag is watched. Any thread. */
+void ag_monitor_nudge_flags(ag_monitor* m);
+/* The same for an event after which the flags are set a little later by a
+ * thread the caller cannot wait for (a connection's end): checks over the
+ * next 8 ms. */
+void ag_monitor_nudge_flags_soon(ag_monitor* m);
 
 /* TCP keepalive on a client socket while its request is monitored. */
 typedef struct {

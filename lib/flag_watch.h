@@ -2,10 +2,14 @@
 // rather than by a socket -- an HTTP/2 stream's connection, whose `aborted`
 // field mod_http2 sets on RST_STREAM or when the client's connection closes.
 //
-// The flags are polled on the monitor thread by a timer that re-arms itself
-// only while at least one watched flag is not yet seen set: with nothing to
-// watch, the monitor has no periodic wake-up at all (one last tick after
-// the last unwatch finds nothing and stops).
+// The flags are checked on the monitor thread right after whoever sets them
+// may have done so -- nudge(): HTTP/2's glue nudges after mod_http2 read
+// and processed its client's frames (an RST_STREAM, a GOAWAY) and when the
+// client's connection ends -- and, as a fallback, by a timer every
+// `interval_ns` that re-arms itself only while at least one watched flag is
+// not yet seen set: with nothing to watch, the monitor has no periodic
+// wake-up at all (one last tick after the last unwatch finds nothing and
+// stops).
 //
 // Safety property (as Monitor::unwatch): once unwatch() returns, the flag,
 // token and arg of that watch are not touched and never will be. The poll
@@ -20,6 +24,7 @@
 #ifndef ABORTGUARD_FLAG_WATCH_H
 #define ABORTGUARD_FLAG_WATCH_H
 
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <unordered_map>
@@ -34,7 +39,8 @@ namespace abortguard {
 class FlagWatcher {
   public:
     using Id = uint64_t;  // 0 is never a valid id
-    static constexpr int64_t kDefaultIntervalNs = 10 * 1000 * 1000;
+    // The fallback poll; the nudges carry the latency.
+    static constexpr int64_t kDefaultIntervalNs = 100 * 1000 * 1000;
 
     explicit FlagWatcher(Monitor& monitor, int64_t interval_ns = kDefaultIntervalNs) noexcept
         : monitor_(monitor), interval_ns_(interval_ns) {}
@@ -52,6 +58,19 @@ class FlagWatcher {
     // Synchronous; unknown ids are ignored.
     void unwatch(Id id) noexcept;
 
+    // Checks the flags on the monitor thread as soon as it can (one pending
+    // nudge at a time; a nudge while none is watched costs nothing). Any
+    // thread but the monitor's inside a callback.
+    void nudge() noexcept;
+    // For an event after which the flags are set a little later, by a thread
+    // the caller cannot wait for (a connection that ended: mod_http2 aborts
+    // its streams once it has handled the end): checks at 0.5, 1, 2, 4 and
+    // 8 ms from now.
+    void nudge_soon() noexcept;
+    // Whether a watched flag is not yet seen set: one relaxed load, for a
+    // caller deciding whether a nudge is worth it.
+    bool waiting() const noexcept { return waiting_.load(std::memory_order_relaxed) > 0; }
+
     // Watches not yet unwatched (fired ones included).
     size_t size() const;
     // Whether a poll timer is pending or running (tests of the idle cost).
@@ -68,7 +87,15 @@ class FlagWatcher {
     };
 
     static void tick_thunk(void* self) { static_cast<FlagWatcher*>(self)->tick(); }
+    static void nudged_thunk(void* self) { static_cast<FlagWatcher*>(self)->nudged(); }
+    static void burst_thunk(void* self) { static_cast<FlagWatcher*>(self)->burst(); }
     void tick() noexcept;
+    void nudged() noexcept;
+    void burst() noexcept;
+    void check_locked(int64_t now) noexcept;
+    // Adds a timer at `at` for `fn`; its id in *slot (0 when out of memory:
+    // the fallback poll finds the flag).
+    void schedule_locked(int64_t at, Monitor::TimerFn fn, Monitor::TimerId* slot) noexcept;
     // mu_ held: adds the next tick; false (timer_ 0) when out of memory.
     bool schedule_locked() noexcept;
 
@@ -77,10 +104,15 @@ class FlagWatcher {
     mutable std::mutex mu_;
     std::unordered_map<Id, Entry> entries_;  // guarded by mu_
     size_t pending_ = 0;                     // guarded by mu_: entries not fired
+    std::atomic<size_t> waiting_{0};         // pending_, readable without mu_
     Id next_id_ = 1;                         // guarded by mu_
     // The one poll timer, pending or running; 0 when there is none. There
     // is never more than one, so the destructor's cancel covers it.
     Monitor::TimerId timer_ = 0;  // guarded by mu_
+    Monitor::TimerId nudge_ = 0;  // guarded by mu_: the one pending nudge()
+    Monitor::TimerId burst_ = 0;  // guarded by mu_: the next nudge_soon() check
+    int burst_left_ = 0;          // guarded by mu_: nudge_soon() checks to come
+    int64_t burst_gap_ns_ = 0;    // guarded by mu_
     bool stopping_ = false;       // guarded by mu_
 };
 

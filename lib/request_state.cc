@@ -136,16 +136,21 @@ uint64_t RequestState::last_serial() noexcept {
     return g_serial.load(std::memory_order_relaxed);
 }
 
-CleanupRegistry::Summary RequestState::run_cleanups(bool aborted, int64_t slow_ns) noexcept {
+// Synchronous: a grace action running on this state finishes first (unless
+// it is the caller: then this returns at once).
+void RequestState::close_grace() noexcept {
     uint64_t timer;
     {
         std::lock_guard<std::mutex> guard(mu_);
         grace_closed_ = true;
         timer = std::exchange(grace_timer_, 0);
     }
-    // Synchronous (returns at once when called by the grace action itself).
     if (timer != 0)
         Lifecycle::cancel_grace(timer);
+}
+
+CleanupRegistry::Summary RequestState::run_cleanups(bool aborted, int64_t slow_ns) noexcept {
+    close_grace();
     int64_t none = 0;
     const int64_t now = mono_ns();
     if (ending_since_ns_.compare_exchange_strong(none, now, std::memory_order_relaxed))
@@ -158,15 +163,7 @@ CleanupRegistry::Summary RequestState::run_cleanups(bool aborted, int64_t slow_n
 
 RequestState::~RequestState() {
     ending_.store(true, std::memory_order_release);
-    uint64_t timer;
-    {
-        std::lock_guard<std::mutex> guard(mu_);
-        grace_closed_ = true;
-        timer = std::exchange(grace_timer_, 0);
-    }
-    // Synchronous: a grace action running on this state finishes first.
-    if (timer != 0)
-        Lifecycle::cancel_grace(timer);
+    close_grace();
     {
         Shard& shard = shard_of(this);
         std::lock_guard<std::mutex> lock(shard.mu);

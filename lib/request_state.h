@@ -151,6 +151,8 @@ class RequestState {
     // Logs, once per request and bound, that `what` hit its bound.
     void note_bound(Bound which, const char* what, size_t limit) noexcept;
     bool release(HeldLock* lock, uint32_t gen) noexcept;
+    // No grace timer from now on; cancels the armed one.
+    void close_grace() noexcept;
     HeldLock* free_record() noexcept;                         // under mu_
     static void on_token_aborted(void* self, Reason reason);  // Token's owner hook
 

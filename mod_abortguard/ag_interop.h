@@ -11,10 +11,16 @@
 #include "ag_config.h"
 #include "agcore.h"
 
+/* Registers the HTTP/2 hooks and filter (register_hooks time). */
+void ag_interop_register_hooks(apr_pool_t* p);
+/* child_init: the monitor to nudge. */
+void ag_h2_child_init(ag_monitor* m);
+
 /* HTTP/2: `c2` is a stream's secondary connection; its `aborted` flag,
  * which mod_http2 sets on RST_STREAM and when the client's connection
- * closes, aborts `state` with reason h2-reset (polled on the monitor thread
- * while watched). Returns 0 or an errno. */
+ * closes, aborts `state` with reason h2-reset (checked on the monitor thread
+ * when c1 has processed its client's frames; a slow poll is the fallback).
+ * Returns 0 or an errno. */
 int ag_stream_watch(ag_monitor* m, conn_rec* c2, ag_state* state, ag_watch_id* id);
 void ag_stream_unwatch(ag_monitor* m, ag_watch_id id);
 

@@ -125,6 +125,7 @@ static void child_init(apr_pool_t* pchild, server_rec* s) {
         return;
     }
     ag_request_set_monitor(child_monitor);
+    ag_h2_child_init(child_monitor);
     apr_pool_cleanup_register(pchild, child_monitor, stop_monitor, apr_pool_cleanup_null);
     ag_lifecycle_child_init(pchild, s, child_monitor);
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "AG0002: abort monitor started");
@@ -138,6 +139,7 @@ static void register_hooks(apr_pool_t* p) {
     ag_status_register_hooks(p);
     ag_metrics_register_hooks(p);
     ag_proxy_register_hooks(p);
+    ag_interop_register_hooks(p);
     ag_lifecycle_register_hooks(p);
     /* Before mod_unixd's (APR_HOOK_MIDDLE) gives up root. */
     ap_hook_drop_privileges(start_monitor_as_root, NULL, NULL, APR_HOOK_FIRST);

@@ -14,8 +14,8 @@
 #include <sstream>
 #include <thread>
 
-#include "child_process.h"
 #include "harness.h"
+#include "node_backend.h"
 
 namespace agtest {
 namespace {
@@ -24,41 +24,6 @@ constexpr int64_t kMaxPropagationUs = 500000;  // loose: the figures are printed
 constexpr Millis kIo(5000);
 constexpr Millis kLogWait(10000);
 
-// The node process: started once for the whole suite, on a port it picks.
-class NodeBackend {
-  public:
-    NodeBackend() {
-        const std::string dir = std::string(AG_TEST_WORKDIR) + "/node-backend";
-        ::mkdir(dir.c_str(), 0755);
-        const std::string port_file = dir + "/port";
-        events_ = dir + "/events.log";
-        ::unlink(port_file.c_str());
-        std::ofstream(events_, std::ios::trunc).close();
-        if (!node_.start({"node",
-                          std::string(AG_SRCDIR) + "/tests/integration/backends/node_backend.js",
-                          port_file, events_}))
-            return;
-        for (Deadline d(kLogWait); !d.expired() && port_ == 0;) {
-            std::ifstream in(port_file);
-            if (!(in >> port_))
-                std::this_thread::sleep_for(Millis(5));  // polling for readiness
-        }
-    }
-
-    int port() const { return port_; }
-    const std::string& events() const { return events_; }
-    // What node printed (why it did not start).
-    std::string output() {
-        node_.read_until("\n", Millis(100));
-        return node_.output();
-    }
-
-  private:
-    ChildProcess node_;
-    int port_ = 0;
-    std::string events_;
-};
-
 std::unique_ptr<NodeBackend>& node_holder() {
     static std::unique_ptr<NodeBackend> node;
     return node;
@@ -66,7 +31,7 @@ std::unique_ptr<NodeBackend>& node_holder() {
 
 NodeBackend& node() {
     if (!node_holder())
-        node_holder() = std::make_unique<NodeBackend>();
+        node_holder() = std::make_unique<NodeBackend>("node_backend.js", "node-backend");
     return *node_holder();
 }
 
@@ -96,33 +61,17 @@ class ProxyNode : public HttpdTest {
     void SetUp() override {
         ASSERT_NE(node().port(), 0)
             << "node did not start (scripts/deps installs nodejs): " << node().output();
-        events_.start(node().events());
+        events_.start(node());
         HttpdTest::SetUp();
     }
 
-    // When node noted `what` for `tag` ("start" or "close"), waiting for it
-    // up to `timeout`.
+    // When node noted `what` for `tag` ("start" or "close").
     std::optional<int64_t> await_event(const std::string& what, const std::string& tag,
                                        Millis timeout) {
-        for (Deadline d(timeout);; std::this_thread::sleep_for(Millis(1))) {
-            if (auto us = seen(what, tag))
-                return us;
-            if (d.expired())
-                return std::nullopt;
-        }
+        return events_.await(what, tag, timeout);
     }
-
-    // Whether node has noted `what` for `tag` so far.
     std::optional<int64_t> seen(const std::string& what, const std::string& tag) {
-        for (const auto& line : events_.new_lines()) {
-            std::istringstream in(line);
-            std::string w, t;
-            int64_t us = 0;
-            if (in >> w >> t >> us)
-                noted_[w + " " + t] = us;
-        }
-        auto it = noted_.find(what + " " + tag);
-        return it == noted_.end() ? std::nullopt : std::optional<int64_t>(it->second);
+        return events_.seen(what, tag);
     }
 
     void expect_node_told(const std::string& tag, int64_t close_us, const char* phase) {
@@ -139,8 +88,7 @@ class ProxyNode : public HttpdTest {
         EXPECT_EQ(front.reason, "fin") << front.raw;
     }
 
-    LogCursor events_;
-    std::map<std::string, int64_t> noted_;
+    BackendEvents events_;
 };
 
 // Node has not answered yet: mod_proxy waits for the status line.

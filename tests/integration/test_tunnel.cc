@@ -14,8 +14,8 @@
 #include <sstream>
 #include <thread>
 
-#include "child_process.h"
 #include "harness.h"
+#include "node_backend.h"
 
 namespace agtest {
 namespace {
@@ -25,42 +25,14 @@ constexpr Millis kLogWait(10000);
 constexpr size_t kPayload = 65536;
 constexpr size_t kFrameHeader = 10;  // 0x82, 127, 64-bit length
 
-class WsBackend {
-  public:
-    WsBackend() {
-        const std::string dir = std::string(AG_TEST_WORKDIR) + "/ws-backend";
-        ::mkdir(dir.c_str(), 0755);
-        const std::string port_file = dir + "/port";
-        events_ = dir + "/events.log";
-        ::unlink(port_file.c_str());
-        std::ofstream(events_, std::ios::trunc).close();
-        if (!node_.start({"node",
-                          std::string(AG_SRCDIR) + "/tests/integration/backends/ws_backend.js",
-                          port_file, events_}))
-            return;
-        for (Deadline d(kLogWait); !d.expired() && port_ == 0;) {
-            std::ifstream in(port_file);
-            if (!(in >> port_))
-                std::this_thread::sleep_for(Millis(5));  // polling for readiness
-        }
-    }
-    int port() const { return port_; }
-    const std::string& events() const { return events_; }
-
-  private:
-    ChildProcess node_;
-    int port_ = 0;
-    std::string events_;
-};
-
-std::unique_ptr<WsBackend>& backend_holder() {
-    static std::unique_ptr<WsBackend> b;
+std::unique_ptr<NodeBackend>& backend_holder() {
+    static std::unique_ptr<NodeBackend> b;
     return b;
 }
 
-WsBackend& backend() {
+NodeBackend& backend() {
     if (!backend_holder())
-        backend_holder() = std::make_unique<WsBackend>();
+        backend_holder() = std::make_unique<NodeBackend>("ws_backend.js", "ws-backend");
     return *backend_holder();
 }
 
@@ -94,23 +66,12 @@ class Tunnel : public HttpdTest {
     }
     void SetUp() override {
         ASSERT_NE(backend().port(), 0) << "node did not start (scripts/deps installs nodejs)";
-        events_.start(backend().events());
+        events_.start(backend());
         HttpdTest::SetUp();
     }
 
-    // When the backend noted `what` for `tag`.
     std::optional<int64_t> await_event(const std::string& what, const std::string& tag) {
-        for (Deadline d(kLogWait);; std::this_thread::sleep_for(Millis(1))) {
-            for (const auto& line : events_.new_lines()) {
-                std::istringstream in(line);
-                std::string w, t;
-                int64_t us = 0;
-                if (in >> w >> t >> us && w == what && t == tag)
-                    return us;
-            }
-            if (d.expired())
-                return std::nullopt;
-        }
+        return events_.await(what, tag, kLogWait);
     }
 
     // Upgrades, half-closes, and returns the bytes after the 101's headers
@@ -128,7 +89,7 @@ class Tunnel : public HttpdTest {
         return c.received().substr(header_end);
     }
 
-    LogCursor events_;
+    BackendEvents events_;
 };
 
 TEST_P(Tunnel, AHalfCloseInsideAWebSocketTunnelLosesNothingAndIsNoAbort) {

@@ -42,7 +42,8 @@ class FlagWatchTest : public ::testing::Test {
   protected:
     void SetUp() override {
         ASSERT_TRUE(Monitor::create(&monitor_).is_ok());
-        flags_ = std::make_unique<FlagWatcher>(*monitor_);
+        // A short fallback poll: these tests are about the poll.
+        flags_ = std::make_unique<FlagWatcher>(*monitor_, 10 * kMs);
     }
     void TearDown() override {
         flags_.reset();
@@ -167,6 +168,8 @@ TEST_F(FlagWatchTest, ConcurrentWatchersStress) {
                                 .is_ok());
                 if ((i + t) % 2 == 0) {
                     set_flag(flag.get());
+                    if (i % 4 == 0)
+                        flags_->nudge();  // as the HTTP/2 glue does
                     if (!token->wait_until(mono_ns() + kPatience))
                         missed.fetch_add(1);
                 }
@@ -183,3 +186,22 @@ TEST_F(FlagWatchTest, ConcurrentWatchersStress) {
 }
 
 }  // namespace
+
+// The nudge carries the latency; the poll is only the fallback.
+TEST(FlagWatchNudge, ANudgeChecksAtOnceWhereThePollWouldWait) {
+    std::unique_ptr<Monitor> monitor;
+    ASSERT_TRUE(Monitor::create(&monitor).is_ok());
+    FlagWatcher flags(*monitor, 60000 * kMs);  // a fallback that never comes here
+    unsigned flag = 0;
+    Token token;
+    FlagWatcher::Id id = 0;
+    ASSERT_TRUE(flags.watch(&flag, Reason::kH2Reset, &token, nullptr, nullptr, &id).is_ok());
+    __atomic_store_n(&flag, 1u, __ATOMIC_RELAXED);
+    EXPECT_FALSE(token.wait_until(mono_ns() + 200 * kMs)) << "seen without a nudge";
+    const int64_t nudged = mono_ns();
+    flags.nudge();
+    ASSERT_TRUE(token.wait_until(mono_ns() + kPatience));
+    EXPECT_LT(token.aborted_at_ns() - nudged, 100 * kMs);  // loose; microseconds when idle
+    flags.unwatch(id);
+    flags.nudge();  // nothing watched: costs nothing, schedules nothing
+}
