@@ -54,8 +54,8 @@ struct HistogramFamily {
 
 constexpr HistogramFamily kHistograms[] = {
     {Latency::kDetection, AG_METRIC("detection_seconds"),
-     "From the kernel reporting the client's close (a socket event: fin, rst, error) to the "
-     "request being marked aborted."},
+     "From the kernel reporting the client's close (a socket event: fin, rst, error, timeout) "
+     "to the request being marked aborted."},
     {Latency::kRequestToAbort, AG_METRIC("request_to_abort_seconds"),
      "From the start of the request to the abort being detected."},
     {Latency::kWorkAfterAbort, AG_METRIC("work_after_abort_seconds"),
