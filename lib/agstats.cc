@@ -15,6 +15,9 @@ static_assert(AG_STAT_COUNT <= st::kCounterSlots, "too many counters for the lay
 static_assert(AG_LATENCY_COUNT == st::kLatencyCount, "agstats.h and stats.h disagree");
 static_assert(AG_STATS_REASONS == st::kReasonSlots, "agstats.h and stats.h disagree");
 static_assert(AG_STATS_BUCKETS == st::kBuckets, "agstats.h and stats.h disagree");
+static_assert(AG_STATS_HANDLERS == st::HandlerTable::kEntries + 1,
+              "agstats.h and stats.h disagree");
+static_assert(AG_STATS_HANDLER_NAME == st::kHandlerNameBytes, "agstats.h and stats.h disagree");
 
 namespace {
 
@@ -31,6 +34,15 @@ void copy_histogram(const st::HistogramSnapshot& in, ag_stats_histogram* out) no
     out->max_us = in.max_us;
     out->p50_us = in.quantile_us(0.50);
     out->p99_us = in.quantile_us(0.99);
+}
+
+void copy_handler(const st::HandlerTotals& in, ag_stats_handler* out) noexcept {
+    memcpy(out->name, in.name, sizeof(out->name));
+    out->name[sizeof(out->name) - 1] = '\0';
+    out->other = in.other ? 1 : 0;
+    out->count = in.count;
+    out->sum_us = in.sum_us;
+    out->max_us = in.max_us;
 }
 
 }  // namespace
@@ -54,16 +66,23 @@ unsigned ag_stats_block_slots(const void* mem) noexcept {
 }
 
 int ag_stats_attach(void* mem, unsigned index, int64_t pid) noexcept {
-    st::Slot* slot = mem != nullptr ? as_block(mem)->slot(index) : nullptr;
+    st::Block* block = mem != nullptr ? as_block(mem) : nullptr;
+    st::Slot* slot = block != nullptr ? block->slot(index) : nullptr;
     if (slot == nullptr)
         return EINVAL;
     slot->pid.store(static_cast<uint64_t>(pid), std::memory_order_relaxed);
-    st::set_current(slot);
+    if (index + 1 < block->nslots())
+        slot->in_flight.store(0, std::memory_order_relaxed);
+    st::set_current(slot, block->handlers());
     return 0;
 }
 
 void ag_stats_detach(void) noexcept {
     st::set_current(nullptr);
+}
+
+void ag_stats_child_exit(void) noexcept {
+    st::forget_in_flight();
 }
 
 void ag_stats_count(ag_stat_e which, uint64_t n) noexcept {
@@ -93,6 +112,8 @@ void ag_stats_cleanups(int run, int failed, int slow) noexcept {
         ag_stats_count(AG_STAT_CLEANUPS_FAILED, static_cast<uint64_t>(failed));
     if (slow > 0)
         ag_stats_count(AG_STAT_CLEANUPS_SLOW, static_cast<uint64_t>(slow));
+    if (run > failed && failed >= 0)
+        ag_stats_count(AG_STAT_CLEANUPS_SUCCEEDED, static_cast<uint64_t>(run - failed));
 }
 
 void ag_stats_read(const void* mem, ag_stats_snapshot* out) noexcept {
@@ -109,6 +130,10 @@ void ag_stats_read(const void* mem, ag_stats_snapshot* out) noexcept {
     out->slots_used = s.slots_used;
     out->created_unix = s.created_unix;
     out->generations = s.generations;
+    out->in_flight = s.in_flight;
+    out->nhandlers = s.nhandlers;
+    for (unsigned i = 0; i < s.nhandlers && i < AG_STATS_HANDLERS; ++i)
+        copy_handler(s.handlers[i], &out->handlers[i]);
 }
 
 int ag_stats_permit_terminate(void* mem, int64_t now_ns, int64_t interval_ns) noexcept {
@@ -146,6 +171,10 @@ const char* ag_stat_name(ag_stat_e which) noexcept {
             return "requests_cut_at_exit";
         case AG_STAT_REQUESTS_SKIPPED:
             return "requests_skipped";
+        case AG_STAT_BACKEND_CUTS:
+            return "backend_cuts";
+        case AG_STAT_CLEANUPS_SUCCEEDED:
+            return "cleanups_succeeded";
         case AG_STAT_COUNT:
             break;
     }
@@ -158,6 +187,8 @@ const char* ag_latency_name(ag_latency_e which) noexcept {
             return "detection";
         case AG_LATENCY_REQUEST_TO_ABORT:
             return "request_to_abort";
+        case AG_LATENCY_WORK_AFTER_ABORT:
+            return "work_after_abort";
         case AG_LATENCY_COUNT:
             break;
     }

@@ -9,7 +9,8 @@
  *
  * Thread contract: init/open/attach/detach once per process, before or
  * after the threads that count (not concurrently with them); the counting
- * calls and ag_stats_read() from any thread of any process, lock-free.
+ * calls, ag_stats_child_exit() and ag_stats_read() from any thread of any
+ * process, lock-free; ag_stats_child_exit() is async-signal-safe.
  * Every function is noexcept: nothing here can throw into httpd. */
 #ifndef ABORTGUARD_AGSTATS_H
 #define ABORTGUARD_AGSTATS_H
@@ -37,6 +38,8 @@ typedef enum {
     AG_STAT_TERMINATIONS_REFUSED,
     AG_STAT_REQUESTS_CUT_AT_EXIT,
     AG_STAT_REQUESTS_SKIPPED,
+    AG_STAT_BACKEND_CUTS,       /* proxied requests' backend connections shut down */
+    AG_STAT_CLEANUPS_SUCCEEDED, /* cleanups that returned (run = succeeded + failed) */
     AG_STAT_COUNT
 } ag_stat_e;
 
@@ -44,6 +47,7 @@ typedef enum {
 typedef enum {
     AG_LATENCY_DETECTION = 0,    /* kernel event seen -> token fired */
     AG_LATENCY_REQUEST_TO_ABORT, /* request start -> abort detected */
+    AG_LATENCY_WORK_AFTER_ABORT, /* abort -> the request's end: work for a client that left */
     AG_LATENCY_COUNT
 } ag_latency_e;
 
@@ -51,6 +55,9 @@ typedef enum {
 #define AG_STATS_REASONS 16
 /* log2 microsecond buckets; see ag_stats_bucket_upper_us(). */
 #define AG_STATS_BUCKETS 32
+/* The table of work after abort by handler: 32 names and "(other)". */
+#define AG_STATS_HANDLERS 33
+#define AG_STATS_HANDLER_NAME 32
 
 typedef struct {
     uint64_t buckets[AG_STATS_BUCKETS];
@@ -61,6 +68,15 @@ typedef struct {
     uint64_t p99_us;
 } ag_stats_histogram;
 
+/* One handler's work after abort (lib/handler_table.h). */
+typedef struct {
+    char name[AG_STATS_HANDLER_NAME]; /* "(none)": no handler; "(other)": the overflow */
+    int other;                        /* the overflow entry: handlers beyond the 32 names */
+    uint64_t count;                   /* aborted requests that ended */
+    uint64_t sum_us;                  /* their work after the abort */
+    uint64_t max_us;
+} ag_stats_handler;
+
 /* Everything summed over all slots. */
 typedef struct {
     uint64_t counters[AG_STAT_COUNT];
@@ -70,7 +86,10 @@ typedef struct {
     unsigned slots;      /* child slots in the block */
     unsigned slots_used; /* ... that a child has attached to */
     uint64_t created_unix;
-    uint64_t generations; /* times the block was reopened (restarts) */
+    uint64_t generations;                         /* times the block was reopened (restarts) */
+    uint64_t in_flight;                           /* requests with a state in any child now */
+    ag_stats_handler handlers[AG_STATS_HANDLERS]; /* largest sum_us first */
+    unsigned nhandlers;
 } ag_stats_snapshot;
 
 /* Bytes of shared memory for `nslots` child slots. */
@@ -86,10 +105,15 @@ int ag_stats_block_open(void* mem, size_t len, unsigned min_slots) AG_STATS_NOEX
 unsigned ag_stats_block_slots(const void* mem) AG_STATS_NOEXCEPT;
 
 /* This process counts into slot `index` of the block at `mem` and records
- * `pid` there. Returns 0, or EINVAL for a bad block or index. */
+ * `pid` there; the slot's in-flight gauge starts again from 0 (the process
+ * that had the slot is gone, with its requests), except in the last slot,
+ * which several processes may share. Returns 0, or EINVAL for a bad block
+ * or index. */
 int ag_stats_attach(void* mem, unsigned index, int64_t pid) AG_STATS_NOEXCEPT;
 /* Counting stops (the calls become no-ops again). */
 void ag_stats_detach(void) AG_STATS_NOEXCEPT;
+/* The process exits: its requests still in flight leave the gauge. */
+void ag_stats_child_exit(void) AG_STATS_NOEXCEPT;
 
 void ag_stats_count(ag_stat_e which, uint64_t n) AG_STATS_NOEXCEPT;
 /* One abort with `reason` (an ag_reason_e). */
@@ -102,7 +126,8 @@ void ag_stats_latency(ag_latency_e which, int64_t ns) AG_STATS_NOEXCEPT;
  * time from start_ns to aborted_at_ns (both CLOCK_MONOTONIC). */
 void ag_stats_request_end(int aborted, int reason, int64_t start_ns,
                           int64_t aborted_at_ns) AG_STATS_NOEXCEPT;
-/* One run of a request's cleanups: adds run, failed and slow. */
+/* One run of a request's cleanups: adds run, failed, slow and succeeded
+ * (run - failed). */
 void ag_stats_cleanups(int run, int failed, int slow) AG_STATS_NOEXCEPT;
 
 /* The server-wide bound on terminations (stats.h, Block::permit_terminate):

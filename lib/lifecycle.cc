@@ -507,6 +507,9 @@ void Lifecycle::give_up(const char* why) noexcept {
 
 void Lifecycle::end_process() noexcept {
     gave_up_.store(true);
+    // _exit() skips the child pool's cleanups: requests given up on or still
+    // running leave the in-flight gauge here.
+    stats::forget_in_flight();
     exit_fn_.load()(0);
 }
 

@@ -8,6 +8,7 @@
 #include "clock.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "stats.h"
 
 namespace abortguard {
 
@@ -63,6 +64,7 @@ RequestState::RequestState(const char* uri, const char* handler, unsigned flags,
             next_->prev_ = this;
         shard.head = this;
     }
+    stats::in_flight_enter();
     // After joining the table: a stop notice delivered from now on finds
     // this state there, and one delivered before is seen here.
     if (Lifecycle* life = Lifecycle::current())
@@ -150,7 +152,9 @@ void RequestState::close_grace() noexcept {
 CleanupRegistry::Summary RequestState::run_cleanups(bool aborted, int64_t slow_ns) noexcept {
     close_grace();
     int64_t none = 0;
-    ending_since_ns_.compare_exchange_strong(none, mono_ns(), std::memory_order_relaxed);
+    const int64_t now = mono_ns();
+    if (ending_since_ns_.compare_exchange_strong(none, now, std::memory_order_relaxed))
+        note_end(now);
     CleanupRegistry* reg = nullptr;
     if (cleanups_.compare_exchange_strong(reg, closed_registry(), std::memory_order_acq_rel))
         return CleanupRegistry::Summary{};  // none registered; later ones are refused
@@ -172,6 +176,15 @@ RequestState::~RequestState() {
     }
     release_locks();
     delete cleanups_if_any();
+    stats::in_flight_leave();
+}
+
+// The request ends (the first run of its cleanups: the request thread's, or
+// a terminate's on the monitor thread): how long it went on working after
+// its client left is wasted work, by handler.
+void RequestState::note_end(int64_t now_ns) noexcept {
+    if (token_.aborted())
+        stats::record_work_after_abort(handler_, now_ns - token_.aborted_at_ns());
 }
 
 CleanupRegistry* RequestState::closed_registry() noexcept {

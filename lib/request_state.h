@@ -4,7 +4,9 @@
 //
 // Every live RequestState is listed in a process-wide in-flight table, so a
 // status page or the monitor thread can report on requests (age, state,
-// held locks) without touching request memory.
+// held locks) without touching request memory, and counted in the shared
+// in-flight gauge (stats.h). When an aborted request ends (run_cleanups),
+// the time since the abort is recorded as wasted work of its handler.
 //
 // Thread contract: construct, lock_file(), run_cleanups() and destroy on the
 // request's thread. token(), add_cleanup(), on_abort(), release_lock(), release_locks(),
@@ -144,6 +146,8 @@ class RequestState {
 
   private:
     enum Bound : uint8_t { kBoundCleanups = 1, kBoundCallbacks = 2, kBoundLocks = 4 };
+    // Records the work done after an abort, once, when the request ends.
+    void note_end(int64_t now_ns) noexcept;
     // Logs, once per request and bound, that `what` hit its bound.
     void note_bound(Bound which, const char* what, size_t limit) noexcept;
     bool release(HeldLock* lock, uint32_t gen) noexcept;

@@ -9,13 +9,20 @@ namespace stats {
 
 namespace {
 
-// The header takes whole cache lines, so slot 0 shares none with it.
+// The header takes whole cache lines, so the handler table and slot 0
+// share none with it.
 constexpr size_t kHeaderBytes = 128;
+// Slot 0 starts after the handler table.
+constexpr size_t kSlotsOffset = kHeaderBytes + sizeof(HandlerTable);
 
 // Written once per process before counting starts (set_current), read on
-// every count: relaxed is enough, the pointer's target is shared memory
+// every count: relaxed is enough, the pointers' targets are shared memory
 // that was mapped before this process existed.
 std::atomic<Slot*> g_current{nullptr};
+std::atomic<HandlerTable*> g_handlers{nullptr};
+// This process's requests in flight (in_flight_enter() minus leave()),
+// whichever slot they were counted in.
+std::atomic<int64_t> g_own_in_flight{0};
 
 void add(std::atomic<uint64_t>& v, uint64_t n) noexcept {
     v.fetch_add(n, std::memory_order_relaxed);
@@ -45,7 +52,8 @@ void add_histogram(const Histogram& h, HistogramSnapshot* out) noexcept {
 }  // namespace
 
 static_assert(sizeof(Block) <= kHeaderBytes, "the block header outgrew its reserved bytes");
-static_assert(kHeaderBytes % alignof(Slot) == 0, "slots must stay cache-line aligned");
+static_assert(kHeaderBytes % alignof(HandlerTable) == 0, "the table must stay aligned");
+static_assert(kSlotsOffset % alignof(Slot) == 0, "slots must stay cache-line aligned");
 
 uint32_t bucket_of(int64_t us) noexcept {
     if (us < 1)
@@ -100,7 +108,7 @@ bool Block::permit_terminate(int64_t now_ns, int64_t interval_ns) noexcept {
 }
 
 size_t Block::bytes_for(uint32_t nslots) noexcept {
-    return kHeaderBytes + size_t{nslots} * sizeof(Slot);
+    return kSlotsOffset + size_t{nslots} * sizeof(Slot);
 }
 
 Block* Block::format(void* mem, size_t len, uint32_t nslots, uint64_t created_unix) noexcept {
@@ -110,6 +118,7 @@ Block* Block::format(void* mem, size_t len, uint32_t nslots, uint64_t created_un
     }
     memset(mem, 0, bytes_for(nslots));
     Block* b = new (mem) Block(nslots, created_unix);
+    new (b->handlers()) HandlerTable();
     Slot* s = b->slot(0);
     for (uint32_t i = 0; i < nslots; ++i) {
         // Value-initialised: every atomic starts at 0.
@@ -133,11 +142,20 @@ Block* Block::open(void* mem, size_t len, uint32_t min_slots) noexcept {
 Slot* Block::slot(uint32_t i) noexcept {
     if (i >= nslots_)
         return nullptr;
-    return reinterpret_cast<Slot*>(reinterpret_cast<char*>(this) + kHeaderBytes) + i;
+    return reinterpret_cast<Slot*>(reinterpret_cast<char*>(this) + kSlotsOffset) + i;
 }
 
 const Slot* Block::slots() const noexcept {
-    return reinterpret_cast<const Slot*>(reinterpret_cast<const char*>(this) + kHeaderBytes);
+    return reinterpret_cast<const Slot*>(reinterpret_cast<const char*>(this) + kSlotsOffset);
+}
+
+HandlerTable* Block::handlers() noexcept {
+    return reinterpret_cast<HandlerTable*>(reinterpret_cast<char*>(this) + kHeaderBytes);
+}
+
+const HandlerTable* Block::handlers() const noexcept {
+    return reinterpret_cast<const HandlerTable*>(reinterpret_cast<const char*>(this) +
+                                                 kHeaderBytes);
 }
 
 Snapshot Block::snapshot() const noexcept {
@@ -155,14 +173,18 @@ Snapshot Block::snapshot() const noexcept {
             out.aborts[r] += load(s[i].aborts[r]);
         for (uint32_t l = 0; l < kLatencyCount; ++l)
             add_histogram(s[i].latency[l], &out.latency[l]);
+        const int64_t in_flight = s[i].in_flight.load(std::memory_order_relaxed);
+        out.in_flight += in_flight > 0 ? static_cast<uint64_t>(in_flight) : 0;
     }
     for (uint32_t r = 0; r < kReasonSlots; ++r)
         out.aborts_total += out.aborts[r];
+    out.nhandlers = handlers()->snapshot(out.handlers);
     return out;
 }
 
-void set_current(Slot* slot) noexcept {
+void set_current(Slot* slot, HandlerTable* handlers) noexcept {
     g_current.store(slot, std::memory_order_relaxed);
+    g_handlers.store(handlers, std::memory_order_relaxed);
 }
 
 Slot* current() noexcept {
@@ -193,6 +215,32 @@ void record(Latency which, int64_t ns) noexcept {
     add(h.count, 1);
     add(h.sum_us, us);
     raise_to(h.max_us, us);
+}
+
+void record_work_after_abort(const char* handler, int64_t ns) noexcept {
+    record(Latency::kWorkAfterAbort, ns);
+    HandlerTable* t = g_handlers.load(std::memory_order_relaxed);
+    if (t != nullptr)
+        t->record(handler, ns > 0 ? static_cast<uint64_t>(ns / 1000) : 0);
+}
+
+void in_flight_enter() noexcept {
+    g_own_in_flight.fetch_add(1, std::memory_order_relaxed);
+    if (Slot* s = current())
+        s->in_flight.fetch_add(1, std::memory_order_relaxed);
+}
+
+void in_flight_leave() noexcept {
+    g_own_in_flight.fetch_sub(1, std::memory_order_relaxed);
+    if (Slot* s = current())
+        s->in_flight.fetch_sub(1, std::memory_order_relaxed);
+}
+
+void forget_in_flight() noexcept {
+    const int64_t own = g_own_in_flight.exchange(0, std::memory_order_relaxed);
+    Slot* s = current();
+    if (s != nullptr && own != 0)
+        s->in_flight.fetch_sub(own, std::memory_order_relaxed);
 }
 
 }  // namespace stats

@@ -13,11 +13,17 @@
 // versioned (kLayoutVersion): memory formatted by another layout is refused,
 // not misread.
 //
+// Besides counters and histograms the block keeps two things that are not
+// monotonic: a gauge of the requests in flight (each slot's process adds
+// itself; see in_flight_enter()) and the table of work after abort by
+// handler name (handler_table.h), one for the whole block.
+//
 // Thread contract:
 //  - format()/attach-by-layout (Block::open) and set_current(): one thread,
 //    before the threads that count start (httpd: post_config, child_init).
-//  - count()/count_abort()/record(): any thread, including the monitor
-//    thread and, across processes, any child; lock-free and noexcept.
+//  - count()/count_abort()/record()/record_work_after_abort() and the
+//    in-flight calls: any thread, including the monitor thread, and, across
+//    processes, any child; lock-free, noexcept and async-signal-safe.
 //  - Block::snapshot(): any thread or process, concurrently with counting;
 //    each value is read atomically, the set of them is not one instant.
 #ifndef ABORTGUARD_STATS_H
@@ -26,6 +32,8 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+
+#include "handler_table.h"
 
 namespace abortguard {
 namespace stats {
@@ -44,16 +52,20 @@ enum class Counter : uint32_t {
     kTerminateRefused,   // ... that the rate bound refused
     kRequestsCutAtExit,  // requests still running when a terminating child exited
     kRequestsSkipped,    // never handed to their handler: the client had left
+    kBackendCuts,        // a proxied request's backend connection shut down (upstream_cut.h)
+    kCleanupsSucceeded,  // cleanups that returned: counted at the source, not as run minus
+                         // failed, so that a reader between the two adds never sees it drop
 };
-constexpr uint32_t kCounterCount = 11;
+constexpr uint32_t kCounterCount = 13;
 // Reserved room, so counters can be added without a new layout version.
 constexpr uint32_t kCounterSlots = 16;
 
 enum class Latency : uint32_t {
     kDetection = 0,   // kernel event seen (epoll_wait returned) -> token fired
     kRequestToAbort,  // request start -> abort detected
+    kWorkAfterAbort,  // abort -> the request's end (its cleanups begin): work for nobody
 };
-constexpr uint32_t kLatencyCount = 2;
+constexpr uint32_t kLatencyCount = 3;
 
 // Aborts are counted by Reason value (reason.h); room for reasons to come
 // (h2-reset, server-stop, ...). Larger values count in the last entry.
@@ -84,6 +96,10 @@ struct Histogram {
 // the same cache line.
 struct alignas(64) Slot {
     std::atomic<uint64_t> pid;  // the last process that attached (0: never)
+    // Requests in flight in that process: a gauge, so it may read negative
+    // for a moment (a request that began before the slot was reset ends
+    // after); a reader counts a negative slot as 0.
+    std::atomic<int64_t> in_flight;
     std::atomic<uint64_t> counters[kCounterSlots];
     std::atomic<uint64_t> aborts[kReasonSlots];
     Histogram latency[kLatencyCount];
@@ -109,6 +125,10 @@ struct Snapshot {
     uint32_t slots_used = 0;  // slots a process has attached to
     uint64_t created_unix = 0;
     uint64_t generations = 0;  // times the block was reopened (httpd: restarts)
+    uint64_t in_flight = 0;    // summed over slots, each counted as at least 0
+    // Work after abort by handler: merged by name, largest sum first.
+    HandlerTotals handlers[HandlerTable::kEntries + 1];
+    uint32_t nhandlers = 0;
 
     uint64_t get(Counter c) const noexcept { return counters[static_cast<uint32_t>(c)]; }
 };
@@ -118,7 +138,7 @@ struct Snapshot {
 // its own beyond that memory.
 class Block {
   public:
-    // Bytes needed for `nslots` slots (header included).
+    // Bytes needed for `nslots` slots (header and handler table included).
     static size_t bytes_for(uint32_t nslots) noexcept;
 
     // Formats `len` bytes at `mem` (64-byte aligned, at least
@@ -137,6 +157,7 @@ class Block {
     uint32_t nslots() const noexcept { return nslots_; }
     // nullptr when i >= nslots().
     Slot* slot(uint32_t i) noexcept;
+    HandlerTable* handlers() noexcept;
 
     Snapshot snapshot() const noexcept;
 
@@ -148,9 +169,12 @@ class Block {
   private:
     Block(uint32_t nslots, uint64_t created_unix) noexcept;
     const Slot* slots() const noexcept;
+    const HandlerTable* handlers() const noexcept;
 
     static constexpr uint64_t kMagic = 0x5354534741424741ull;  // "AGBAGSTS"
-    static constexpr uint32_t kLayoutVersion = 1;
+    // 2: the handler table before the slots, Slot::in_flight, a third
+    // histogram.
+    static constexpr uint32_t kLayoutVersion = 2;
 
     uint64_t magic_;
     uint32_t version_;
@@ -161,9 +185,10 @@ class Block {
     std::atomic<int64_t> last_terminate_ns_;  // 0: never
 };
 
-// The slot this process counts into; nullptr (the default) makes every
-// counting call a no-op, so code under test counts nothing by default.
-void set_current(Slot* slot) noexcept;
+// The slot this process counts into, and the block's handler table;
+// nullptr (the default) makes every counting call a no-op, so code under
+// test counts nothing by default.
+void set_current(Slot* slot, HandlerTable* handlers = nullptr) noexcept;
 Slot* current() noexcept;
 
 void count(Counter c, uint64_t n = 1) noexcept;
@@ -171,6 +196,17 @@ void count(Counter c, uint64_t n = 1) noexcept;
 void count_abort(uint32_t reason) noexcept;
 // A negative duration (clock skew between two readings) counts as 0.
 void record(Latency which, int64_t ns) noexcept;
+// A request of `handler` ended `ns` after its client left: the
+// kWorkAfterAbort histogram and the handler table.
+void record_work_after_abort(const char* handler, int64_t ns) noexcept;
+
+// The requests-in-flight gauge: a request state was created / destroyed in
+// this process. The process also keeps its own count, so that at its exit
+// forget_in_flight() can take back what it still holds from its slot
+// (requests that an exit tears down without ending them).
+void in_flight_enter() noexcept;
+void in_flight_leave() noexcept;
+void forget_in_flight() noexcept;
 
 }  // namespace stats
 }  // namespace abortguard

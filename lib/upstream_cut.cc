@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include "log.h"
+#include "stats.h"
 
 namespace abortguard {
 
@@ -50,6 +51,8 @@ void UpstreamCut::cut() noexcept {
         before_(arg_);
     if (::shutdown(fd_, SHUT_RDWR) != 0) {
         AG_LOG(kDebug, "AG0106: shutdown(upstream socket %d) failed: errno %d", fd_, errno);
+    } else {
+        stats::count(stats::Counter::kBackendCuts);
     }
     done_ = true;
 }

@@ -12,7 +12,8 @@
 // Safety property (the same as Monitor::unwatch): once disarm() returns, the
 // socket is not being touched and never will be by this object, so the
 // caller may close the descriptor or give the connection to another request.
-// The cut runs under the object's lock, which disarm() takes.
+// The cut runs under the object's lock, which disarm() takes. Each socket
+// shut down counts once in the shared stats (stats::Counter::kBackendCuts).
 //
 // Thread contract: arm() and disarm() on the request's thread. The cut runs
 // on whichever thread aborts the token (usually the monitor thread), after

@@ -124,6 +124,16 @@ static int scoreboard_slot(void) {
     return slot;
 }
 
+/* The child's pool goes at its exit, after its requests' pools (which are
+ * its subpools): what is still counted in flight then is what an exit tore
+ * down without ending it. Async-signal-safe (prefork exits from a signal
+ * handler). */
+static apr_status_t child_exit(void* data) {
+    (void)data;
+    ag_stats_child_exit();
+    return APR_SUCCESS;
+}
+
 static void child_init(apr_pool_t* pchild, server_rec* s) {
     unsigned nslots = ag_stats_block_slots(block);
     int slot;
@@ -137,7 +147,9 @@ static void child_init(apr_pool_t* pchild, server_rec* s) {
                      "AG0703: no scoreboard entry for this child; it counts in the spare slot");
         slot = (int)nslots - 1;
     }
-    ag_stats_attach(block, (unsigned)slot, (int64_t)getpid());
+    if (ag_stats_attach(block, (unsigned)slot, (int64_t)getpid()) == 0) {
+        apr_pool_cleanup_register(pchild, NULL, child_exit, apr_pool_cleanup_null);
+    }
 }
 
 void ag_shm_register_hooks(void) {

@@ -6,7 +6,6 @@
 #include "apr_optional_hooks.h"
 #include "apr_strings.h"
 #include "ap_mpm.h"
-#include "apr_hash.h"
 #include "http_config.h"
 #include "http_core.h"
 #include "http_protocol.h"
@@ -19,6 +18,7 @@
 
 #include "ag_shm.h"
 #include "ag_status_view.h"
+#include "ag_trust.h"
 
 typedef enum { AG_FORMAT_HTML, AG_FORMAT_AUTO, AG_FORMAT_JSON } ag_format_e;
 
@@ -32,20 +32,29 @@ static const char* const counter_labels[AG_STAT_COUNT] = {"Requests monitored",
                                                           "Terminations",
                                                           "Terminations refused by the rate bound",
                                                           "Requests cut at exit",
-                                                          "Requests skipped"};
+                                                          "Requests skipped",
+                                                          "Backend connections cut",
+                                                          "Cleanups succeeded"};
 
 const char* ag_status_counter_label(ag_stat_e which) {
     return (unsigned)which < AG_STAT_COUNT ? counter_labels[which] : "Unknown";
 }
 
+static const char* const latency_labels[AG_LATENCY_COUNT] = {
+    "Detection latency", "Request to abort latency", "Work after abort"};
+
+static const char* const latency_meanings[AG_LATENCY_COUNT] = {
+    "from the kernel reporting the close to the request being marked aborted",
+    "from the start of the request to the abort being detected",
+    "from the abort to the end of the request: how long the server kept working for a client "
+    "that had left"};
+
 const char* ag_status_latency_label(ag_latency_e which) {
-    return which == AG_LATENCY_DETECTION ? "Detection latency" : "Request to abort latency";
+    return (unsigned)which < AG_LATENCY_COUNT ? latency_labels[which] : "Unknown";
 }
 
 const char* ag_status_latency_meaning(ag_latency_e which) {
-    return which == AG_LATENCY_DETECTION
-               ? "from the kernel reporting the close to the request being marked aborted"
-               : "from the start of the request to the abort being detected";
+    return (unsigned)which < AG_LATENCY_COUNT ? latency_meanings[which] : "unknown";
 }
 
 const char* ag_status_reason_name(int reason) {
@@ -104,59 +113,9 @@ static int older_first(const void* a, const void* b) {
     return x->start_ns < y->start_ns ? -1 : x->start_ns > y->start_ns;
 }
 
-/* ---------------------------------------------------------------- trust
- *
- * A status page set up in the server's own configuration files shows every
- * virtual host's requests; one a tenant set up from .htaccess shows only
- * its own virtual host's. The difference is visible in the one thing that
- * chose the handler: core's SetHandler expression, parsed into pconf from
- * the configuration files and into the request's pool from .htaccess. So
- * the expressions of the configuration files are collected once, and a
- * request is trusted when its SetHandler is one of them. (A handler chosen
- * otherwise -- AddHandler, a module's own choice -- is not trusted.) */
-static apr_hash_t* trusted_handlers; /* ap_expr_info_t* -> itself; read-only in children */
-
-static void collect_sections(apr_array_header_t* sections, apr_pool_t* p);
-
-static void collect_dir(ap_conf_vector_t* v, apr_pool_t* p) {
-    core_dir_config* d = v != NULL ? ap_get_core_module_config(v) : NULL;
-    if (d == NULL) {
-        return;
-    }
-    if (d->expr_handler != NULL) {
-        apr_hash_set(trusted_handlers, &d->expr_handler, sizeof(d->expr_handler), d);
-    }
-    collect_sections(d->sec_file, p);
-    collect_sections(d->sec_if, p);
-}
-
-static void collect_sections(apr_array_header_t* sections, apr_pool_t* p) {
-    int i;
-    for (i = 0; sections != NULL && i < sections->nelts; ++i) {
-        collect_dir(APR_ARRAY_IDX(sections, i, ap_conf_vector_t*), p);
-    }
-}
-
-static int collect_trusted(apr_pool_t* pconf, apr_pool_t* plog, apr_pool_t* ptemp, server_rec* s) {
-    trusted_handlers = apr_hash_make(pconf);
-    for (; s != NULL; s = s->next) {
-        core_server_config* sc = ap_get_core_module_config(s->module_config);
-        collect_dir(s->lookup_defaults, pconf);
-        collect_sections(sc->sec_dir, pconf);
-        collect_sections(sc->sec_url, pconf);
-    }
-    return OK;
-}
-
-static int trusted(const request_rec* r) {
-    core_dir_config* d = ap_get_core_module_config(r->per_dir_config);
-    return d != NULL && d->expr_handler != NULL && trusted_handlers != NULL &&
-           apr_hash_get(trusted_handlers, &d->expr_handler, sizeof(d->expr_handler)) != NULL;
-}
-
 static void gather_inflight(ag_status_view* v, request_rec* r) {
     inflight_copy c;
-    v->vhost_only = !trusted(r);
+    v->vhost_only = !ag_trust_from_config(r);
     c.into = apr_array_make(r->pool, AG_STATUS_MAX_INFLIGHT, sizeof(ag_inflight_info));
     c.vhost = v->vhost_only ? (uint64_t)(apr_uintptr_t)r->server : 0;
     c.total = 0;
@@ -246,8 +205,6 @@ static int status_hook(request_rec* r, int flags) {
 
 void ag_status_register_hooks(apr_pool_t* p) {
     (void)p;
-    ag_shm_register_hooks();
-    ap_hook_post_config(collect_trusted, NULL, NULL, APR_HOOK_MIDDLE);
     ap_hook_handler(status_handler, NULL, NULL, APR_HOOK_MIDDLE);
     APR_OPTIONAL_HOOK(ap, status_hook, status_hook, NULL, NULL, APR_HOOK_MIDDLE);
 }

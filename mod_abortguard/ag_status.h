@@ -14,8 +14,9 @@
 /* The handler name (a contract: `SetHandler abortguard-status`). */
 #define AG_STATUS_HANDLER "abortguard-status"
 
-/* Registers the shared-memory hooks, the handler and the mod_status hook;
- * from the module's register_hooks. */
+/* Registers the handler and the mod_status hook; from the module's
+ * register_hooks, which registers the shared memory's (ag_shm.h) and the
+ * trust check's (ag_trust.h) hooks too. */
 void ag_status_register_hooks(apr_pool_t* p);
 
 #endif /* AG_STATUS_H */

@@ -48,6 +48,24 @@ static int nlocks(const ag_inflight_info* f) {
     return f->nlocks < 0 ? 0 : f->nlocks > 4 ? 4 : f->nlocks;
 }
 
+/* The wasted-work table is server-wide and names other virtual hosts'
+ * handlers: a page set up from .htaccess does not show it. */
+static int show_handlers(const ag_status_view* v) {
+    return v->have_counters && !v->vhost_only;
+}
+
+/* A handler name as an ?auto value: on one line, whatever it holds. */
+static const char* auto_value(apr_pool_t* p, const char* name) {
+    char* w = apr_pstrdup(p, name);
+    char* c;
+    for (c = w; *c != '\0'; ++c) {
+        if (apr_iscntrl(*c)) {
+            *c = '?';
+        }
+    }
+    return w;
+}
+
 /* "h2-reset" -> "h2 reset": ?auto keys allow letters, digits and spaces. */
 static const char* auto_word(apr_pool_t* p, const char* name) {
     char* w = apr_pstrdup(p, name);
@@ -78,6 +96,26 @@ static void auto_histogram(request_rec* r, const char* prefix, ag_latency_e l,
         below += h->buckets[b];
         ap_rprintf(r, "%s%s below " U64 " us: " U64 "\n", prefix, name, ag_stats_bucket_upper_us(b),
                    below);
+    }
+}
+
+/* "Wasted work handler 1: NAME", its requests, sum and max, largest first;
+ * and the requests in flight of every child (server-wide too). */
+static void auto_handlers(request_rec* r, const ag_status_view* v, const char* prefix) {
+    const ag_stats_snapshot* s = &v->stats;
+    unsigned i;
+    if (!show_handlers(v)) {
+        return;
+    }
+    ap_rprintf(r, "%sIn flight all children: " U64 "\n", prefix, s->in_flight);
+    ap_rprintf(r, "%sWasted work handlers: %u\n", prefix, s->nhandlers);
+    for (i = 0; i < s->nhandlers; ++i) {
+        const ag_stats_handler* h = &s->handlers[i];
+        ap_rprintf(r, "%sWasted work handler %u: %s\n", prefix, i + 1,
+                   auto_value(r->pool, h->name));
+        ap_rprintf(r, "%sWasted work handler %u requests: " U64 "\n", prefix, i + 1, h->count);
+        ap_rprintf(r, "%sWasted work handler %u sum us: " U64 "\n", prefix, i + 1, h->sum_us);
+        ap_rprintf(r, "%sWasted work handler %u max us: " U64 "\n", prefix, i + 1, h->max_us);
     }
 }
 
@@ -114,6 +152,7 @@ void ag_status_render_auto(request_rec* r, const ag_status_view* v, const char* 
     if (v->have_inflight) {
         ap_rprintf(r, "%sIn flight: %d\n", prefix, v->inflight_total);
     }
+    auto_handlers(r, v, prefix);
 }
 
 /* ----------------------------------------------------------------- JSON */
@@ -170,6 +209,34 @@ static void json_inflight(request_rec* r, const ag_status_view* v) {
     ap_rputs("]}", r);
 }
 
+/* Shown only to a page the configuration files set up ("shown": false and
+ * no entries otherwise); largest sum first. */
+static void json_handlers(request_rec* r, const ag_status_view* v) {
+    const ag_stats_snapshot* s = &v->stats;
+    unsigned i;
+    if (!show_handlers(v)) {
+        ap_rputs(
+            "\"in_flight_all_children\":null,\"wasted_by_handler\":{\"shown\":false,"
+            "\"handlers\":[]},",
+            r);
+        return;
+    }
+    ap_rprintf(r,
+               "\"in_flight_all_children\":" U64
+               ",\"wasted_by_handler\":{\"shown\":true,"
+               "\"handlers\":[",
+               s->in_flight);
+    for (i = 0; i < s->nhandlers; ++i) {
+        const ag_stats_handler* h = &s->handlers[i];
+        ap_rprintf(r,
+                   "%s{\"handler\":\"%s\",\"other\":%s,\"requests\":" U64 ",\"sum_us\":" U64
+                   ",\"max_us\":" U64 "}",
+                   i ? "," : "", ag_json_escape(r->pool, h->name), h->other ? "true" : "false",
+                   h->count, h->sum_us, h->max_us);
+    }
+    ap_rputs("]},", r);
+}
+
 void ag_status_render_json(request_rec* r, const ag_status_view* v) {
     const ag_stats_snapshot* s = &v->stats;
     int i;
@@ -196,6 +263,7 @@ void ag_status_render_json(request_rec* r, const ag_status_view* v) {
         json_histogram(r, (ag_latency_e)i, &s->latency[i]);
     }
     ap_rputs("},", r);
+    json_handlers(r, v);
     json_inflight(r, v);
     ap_rputs("}\n", r);
 }
@@ -317,6 +385,48 @@ static void html_histogram(request_rec* r, ag_latency_e l, const ag_stats_histog
     html_buckets(r, h);
 }
 
+static void html_handler_rows(request_rec* r, const ag_stats_snapshot* s) {
+    unsigned i;
+    ap_rputs(
+        "<table>\n<tr><th class=\"l\">Handler</th><th>Aborted requests</th><th>Wasted</th>"
+        "<th>Mean</th><th>Maximum</th></tr>\n",
+        r);
+    for (i = 0; i < s->nhandlers; ++i) {
+        const ag_stats_handler* h = &s->handlers[i];
+        ap_rprintf(
+            r,
+            "<tr><td class=\"l\">%s</td><td>" U64 "</td><td>%s</td><td>%s</td><td>%s</td></tr>\n",
+            esc(r, h->name), h->count, human_us(r->pool, h->sum_us),
+            human_us(r->pool, h->count ? h->sum_us / h->count : 0), human_us(r->pool, h->max_us));
+    }
+    ap_rputs("</table>\n", r);
+}
+
+/* Which applications keep working for clients that left: the top of the
+ * table is where the wasted time goes. */
+static void html_handlers(request_rec* r, const ag_status_view* v) {
+    const ag_stats_snapshot* s = &v->stats;
+    ap_rputs("<h2>Wasted work by handler</h2>\n", r);
+    if (!show_handlers(v)) {
+        ap_rputs(
+            "<p>Not shown: the page was set up outside the server's configuration files "
+            "(e.g. in .htaccess), and the table names other virtual hosts' handlers.</p>\n",
+            r);
+        return;
+    }
+    ap_rprintf(r,
+               "<p>Work done after the client left, by handler, largest first: %s in " U64
+               " aborted request(s) in all. The first 32 handler names get a row each, later "
+               "ones count as (other); (none) is a request without a handler name.</p>\n",
+               human_us(r->pool, s->latency[AG_LATENCY_WORK_AFTER_ABORT].sum_us),
+               s->latency[AG_LATENCY_WORK_AFTER_ABORT].count);
+    if (s->nhandlers == 0) {
+        ap_rputs("<p>None yet.</p>\n", r);
+        return;
+    }
+    html_handler_rows(r, s);
+}
+
 static const char* html_locks(request_rec* r, const ag_status_view* v, const ag_inflight_info* f) {
     const char* out = "";
     int i;
@@ -334,6 +444,9 @@ static const char* html_locks(request_rec* r, const ag_status_view* v, const ag_
 static void html_inflight(request_rec* r, const ag_status_view* v) {
     int i;
     ap_rprintf(r, "<h2>In-flight monitored requests of child %d</h2>\n", (int)v->pid);
+    if (show_handlers(v)) {
+        ap_rprintf(r, "<p>In flight in all children: " U64 ".</p>\n", v->stats.in_flight);
+    }
     if (!v->have_inflight) {
         ap_rputs("<p>Not available in this build.</p>\n", r);
         return;
@@ -371,10 +484,11 @@ void ag_status_render_html(request_rec* r, const ag_status_view* v) {
     html_intro(r, v);
     html_totals(r, &v->stats);
     html_reasons(r, &v->stats);
-    ap_rputs("<h2>Latency</h2>\n", r);
+    ap_rputs("<h2>Latency and wasted work</h2>\n", r);
     for (i = 0; i < AG_LATENCY_COUNT; ++i) {
         html_histogram(r, (ag_latency_e)i, &v->stats.latency[i]);
     }
+    html_handlers(r, v);
     html_inflight(r, v);
     ap_rputs("</body></html>\n", r);
 }
@@ -390,6 +504,21 @@ static void section_latency(request_rec* r, ag_latency_e l, const ag_stats_histo
     ap_rprintf(r, "median &le; %s, 99th percentile &le; %s, maximum %s (" U64 " samples)</dt>\n",
                human_us(r->pool, h->p50_us), human_us(r->pool, h->p99_us),
                human_us(r->pool, h->max_us), h->count);
+}
+
+/* The three handlers that wasted the most. */
+static void section_handlers(request_rec* r, const ag_status_view* v) {
+    const ag_stats_snapshot* s = &v->stats;
+    unsigned i;
+    if (!show_handlers(v) || s->nhandlers == 0) {
+        return;
+    }
+    ap_rputs("<dt>Most work after abort:", r);
+    for (i = 0; i < s->nhandlers && i < 3; ++i) {
+        ap_rprintf(r, "%s %s %s (" U64 " requests)", i ? "," : "", esc(r, s->handlers[i].name),
+                   human_us(r->pool, s->handlers[i].sum_us), s->handlers[i].count);
+    }
+    ap_rputs("</dt>\n", r);
 }
 
 void ag_status_render_section(request_rec* r, const ag_status_view* v) {
@@ -413,5 +542,6 @@ void ag_status_render_section(request_rec* r, const ag_status_view* v) {
     for (i = 0; i < AG_LATENCY_COUNT; ++i) {
         section_latency(r, (ag_latency_e)i, &s->latency[i]);
     }
+    section_handlers(r, v);
     ap_rputs("</dl>\n", r);
 }

@@ -13,8 +13,11 @@
 #include "ag_config.h"
 #include "ag_interop.h"
 #include "ag_lifecycle.h"
+#include "ag_metrics.h"
 #include "ag_request.h"
+#include "ag_shm.h"
 #include "ag_status.h"
+#include "ag_trust.h"
 #include "agcore.h"
 #include "mod_abortguard.h"
 
@@ -131,7 +134,10 @@ static void child_init(apr_pool_t* pchild, server_rec* s) {
 static void register_hooks(apr_pool_t* p) {
     (void)p;
     ag_api_register();
+    ag_shm_register_hooks();
+    ag_trust_register_hooks();
     ag_status_register_hooks(p);
+    ag_metrics_register_hooks(p);
     ag_proxy_register_hooks(p);
     ag_interop_register_hooks(p);
     ag_lifecycle_register_hooks(p);

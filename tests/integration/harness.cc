@@ -97,6 +97,8 @@ std::optional<int64_t> number_or_none(const std::string& field) {
     return std::strtoll(field.c_str(), nullptr, 10);
 }
 
+}  // namespace
+
 // A port the kernel just handed out for 127.0.0.1. Someone may take it
 // before httpd binds it; Httpd::start() retries in that case.
 int pick_free_port() {
@@ -115,6 +117,8 @@ int pick_free_port() {
     ::close(fd);
     return port;
 }
+
+namespace {
 
 bool running_as_root() {
     return ::geteuid() == 0;

@@ -66,6 +66,10 @@ std::string module_file_name(const std::string& name);
 // module_so()'s: what lets tests write "LoadModule ... " AG_LOCKTEST_SO.
 std::string route_module_paths(std::string config);
 
+// A port the kernel just handed out for 127.0.0.1 (0 if none): someone may
+// take it before the caller binds it, so callers retry.
+int pick_free_port();
+
 // A token unique within this test run ("agt17z"); tests append "&t=<tag>" to
 // a URL to find exactly their own access-log line.
 std::string make_tag();

@@ -33,6 +33,8 @@ std::string status_config() {
            "  Require local\n</Location>\n"
            "<Location /server-status>\n  SetHandler server-status\n  AbortGuard Off\n"
            "  Require local\n</Location>\n"
+           "<Location /other-app>\n  SetHandler abortguard-test\n"
+           "  AbortGuardMarkConnection Off\n</Location>\n"
            "# Several children under prefork, so counts come from several slots.\n"
            "<IfModule mpm_prefork_module>\n  StartServers 3\n  MinSpareServers 3\n"
            "  MaxSpareServers 6\n</IfModule>\n";
@@ -188,12 +190,79 @@ TEST_P(StatusTest, JsonParsesWithEveryField) {
     }
     for (const char* reason : {"total", "fin", "rst", "error", "timeout", "write", "other"})
         EXPECT_EQ((*j)["aborts"][reason].type(), Json::Type::kNumber) << reason;
-    for (const char* l : {"detection", "request_to_abort"}) {
+    for (const char* l : {"detection", "request_to_abort", "work_after_abort"}) {
         const Json& h = (*j)["latency"][l];
         EXPECT_EQ(h["unit"].as_string(), "us");
         EXPECT_EQ(h["buckets"].items().size(), 32u) << l;
     }
     EXPECT_EQ((*j)["inflight"]["requests"].type(), Json::Type::kArray);
+    for (const char* key : {"backend_cuts", "cleanups_succeeded", "in_flight_all_children"})
+        EXPECT_EQ((*j)[key].type(), Json::Type::kNumber) << key;
+    EXPECT_TRUE((*j)["wasted_by_handler"]["shown"].as_bool());
+    EXPECT_EQ((*j)["wasted_by_handler"]["handlers"].type(), Json::Type::kArray);
+}
+
+// Wasted work: a handler that is not told of the abort (MarkConnection Off)
+// works its 1.5 s for nobody, one that is told stops; the table ranks them
+// by wasted time in all three formats, and the work-after-abort histogram
+// counts both.
+TEST_P(StatusTest, WastedWorkByHandlerInEveryFormat) {
+    const auto wasted = [](const Json& j, const std::string& handler) {
+        for (const auto& h : j["wasted_by_handler"]["handlers"].items()) {
+            if (h["handler"].as_string() == handler)
+                return std::make_pair(h["requests"].as_int(), h["sum_us"].as_int());
+        }
+        return std::make_pair(int64_t{0}, int64_t{0});
+    };
+    const Json before = status_json();
+    std::vector<std::string> tags = {make_tag(), make_tag()};
+    {
+        RawClient c = connect();
+        ASSERT_TRUE(c.send(http_get("/other-app?ms=1500&flush=1&t=" + tags[0])));
+        ASSERT_TRUE(c.read_until("started\n", kIo)) << c.received();
+        c.close_fin();
+    }
+    aborted_request(false, tags[1]);
+    for (const auto& tag : tags)
+        EXPECT_TRUE(access().wait_for(tag, kLogWait)) << "no access log line for " << tag;
+    const int64_t count_before = before["latency"]["work_after_abort"]["count"].as_int();
+    Json after = status_json();
+    for (Deadline d(kSettle);
+         !d.expired() && after["latency"]["work_after_abort"]["count"].as_int() < count_before + 2;
+         std::this_thread::sleep_for(Millis(20)))
+        after = status_json();
+    EXPECT_EQ(after["latency"]["work_after_abort"]["count"].as_int(), count_before + 2);
+    // Both are handler abortguard-test: one row, two more requests, and at
+    // least the ignoring handler's second of waste more.
+    const auto [requests0, sum0] = wasted(before, "abortguard-test");
+    const auto [requests1, sum1] = wasted(after, "abortguard-test");
+    EXPECT_EQ(requests1 - requests0, 2);
+    // Loose: the ignoring handler ran 1.5 s from its start, the client
+    // closed soon after it started.
+    EXPECT_GT(sum1 - sum0, 500000) << "the handler that ignored the abort wasted up to 1.5 s";
+    EXPECT_LT(sum1 - sum0, 10000000);
+
+    const std::string html = get("/agstatus").body;
+    EXPECT_NE(html.find("<h3>Work after abort</h3>"), std::string::npos) << html;
+    EXPECT_NE(html.find("<h2>Wasted work by handler</h2>"), std::string::npos) << html;
+    EXPECT_NE(html.find("<tr><td class=\"l\">abortguard-test</td><td>" + std::to_string(requests1) +
+                        "</td>"),
+              std::string::npos)
+        << html;
+    auto kv = parse_auto(get("/agstatus?auto").body);
+    EXPECT_EQ(kv["Work after abort count"],
+              std::to_string(after["latency"]["work_after_abort"]["count"].as_int()));
+    bool listed = false;
+    for (int i = 1; kv.count("Wasted work handler " + std::to_string(i)); ++i) {
+        if (kv["Wasted work handler " + std::to_string(i)] == "abortguard-test") {
+            listed = true;
+            EXPECT_EQ(kv["Wasted work handler " + std::to_string(i) + " requests"],
+                      std::to_string(requests1));
+        }
+    }
+    EXPECT_TRUE(listed) << get("/agstatus?auto").body;
+    EXPECT_NE(get("/server-status").body.find("<dt>Most work after abort: abortguard-test "),
+              std::string::npos);
 }
 
 // Normal requests on three children at once, then FIN and RST aborts: the

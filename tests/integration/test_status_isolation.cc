@@ -72,6 +72,10 @@ class StatusIsolation : public HttpdTest {
         std::string uris;
         if (j) {
             *scope = (*j)["inflight"]["scope"].as_string();
+            // Server-wide tables of other tenants' traffic: for the admin only.
+            const bool admin = *scope == "server";
+            EXPECT_EQ((*j)["wasted_by_handler"]["shown"].as_bool(), admin) << host << path;
+            EXPECT_EQ((*j)["in_flight_all_children"].is_null(), !admin) << host << path;
             for (const auto& req : (*j)["inflight"]["requests"].items())
                 uris += req["uri"].as_string() + " ";
         }

@@ -15,8 +15,10 @@
 #include "agstats.h"
 #include "clock.h"
 #include "monitor.h"
+#include "request_state.h"
 #include "sockets.h"
 #include "stats.h"
+#include "upstream_cut.h"
 
 namespace abortguard {
 namespace stats {
@@ -291,6 +293,139 @@ TEST(Stats, MonitorRecordsDetectionLatency) {
     const Snapshot s = sb.block()->snapshot();
     EXPECT_EQ(s.latency[0].count, 1u);
     EXPECT_LT(s.latency[0].max_us, 1000000u);
+}
+
+// Requests in flight: each process adds to its slot, a reader sums the
+// slots and counts a negative one (a request that began before its slot was
+// reset and ended after) as 0.
+TEST(Stats, InFlightGaugeSumsSlotsAndNeverReadsNegative) {
+    SharedBlock sb(3);
+    ASSERT_NE(sb.block(), nullptr);
+    set_current(sb.block()->slot(0));
+    in_flight_enter();
+    in_flight_enter();
+    set_current(sb.block()->slot(1));
+    in_flight_enter();
+    EXPECT_EQ(sb.block()->snapshot().in_flight, 3u);
+    in_flight_leave();
+    in_flight_leave();  // slot 1 at -1: counts as 0, not as -1
+    EXPECT_EQ(sb.block()->snapshot().in_flight, 2u);
+    set_current(sb.block()->slot(0));
+    in_flight_leave();
+    in_flight_leave();
+    EXPECT_EQ(sb.block()->snapshot().in_flight, 0u);
+    in_flight_enter();  // balance this process's own count again
+    set_current(nullptr);
+}
+
+// A request state counts itself from its creation to its destruction.
+TEST(Stats, RequestStatesAreInFlightUntilDestroyed) {
+    SharedBlock sb(1);
+    set_current(sb.block()->slot(0));
+    {
+        RequestState a("/a", "h", 0, 1);
+        RequestState b("/b", "h", 0, 1);
+        EXPECT_EQ(sb.block()->snapshot().in_flight, 2u);
+    }
+    EXPECT_EQ(sb.block()->snapshot().in_flight, 0u);
+}
+
+// The C boundary: a new child in a slot starts its gauge from 0 (its
+// predecessor's requests went with it), except in the shared spare slot;
+// an exiting child takes back what it still counts.
+TEST(Stats, AttachResetsTheGaugeAndExitTakesBackTheProcesssRequests) {
+    set_current(nullptr);
+    forget_in_flight();  // this process's own count starts from 0 here
+    SharedBlock sb(3);
+    Slot* s0 = sb.block()->slot(0);
+    Slot* spare = sb.block()->slot(2);
+    s0->in_flight.store(5);     // left by a child that died with 5 requests
+    spare->in_flight.store(2);  // another live child's, in the shared slot
+    ASSERT_EQ(ag_stats_attach(sb.mem(), 0, 100), 0);
+    ASSERT_EQ(ag_stats_attach(sb.mem(), 2, 101), 0);
+    EXPECT_EQ(s0->in_flight.load(), 0);
+    EXPECT_EQ(spare->in_flight.load(), 2);
+    ASSERT_EQ(ag_stats_attach(sb.mem(), 0, 102), 0);
+    auto* left = new RequestState("/torn-down-at-exit", "h");  // never destroyed by the "exit"
+    RequestState ended("/ended", "h");
+    EXPECT_EQ(sb.block()->snapshot().in_flight, 2u + 2u);
+    ag_stats_child_exit();
+    EXPECT_EQ(s0->in_flight.load(), 0);
+    EXPECT_EQ(sb.block()->snapshot().in_flight, 2u);
+    ag_stats_detach();
+    delete left;  // counting stopped: no effect on the block
+    EXPECT_EQ(sb.block()->snapshot().in_flight, 2u);
+}
+
+// An aborted request's end records how long it went on after the abort, as
+// wasted work of its handler; a request that was not aborted records none,
+// and a second run of the cleanups (after a terminate's) records nothing
+// more.
+TEST(Stats, RequestEndRecordsWorkAfterAbortByHandler) {
+    SharedBlock sb(1);
+    set_current(sb.block()->slot(0), sb.block()->handlers());
+    {
+        RequestState fine("/fine", "cgi-script");
+        fine.run_cleanups(false, 0);
+    }
+    const int64_t t0 = mono_ns();
+    {
+        RequestState slow("/slow", "cgi-script");
+        ASSERT_TRUE(slow.token().abort(Reason::kFin, t0 - 250000000));  // 250 ms ago
+        slow.run_cleanups(true, 0);
+        slow.run_cleanups(true, 0);
+    }
+    const int64_t elapsed_us = (mono_ns() - t0) / 1000;
+    const Snapshot s = sb.block()->snapshot();
+    const HistogramSnapshot& w = s.latency[static_cast<uint32_t>(Latency::kWorkAfterAbort)];
+    EXPECT_EQ(w.count, 1u);
+    EXPECT_GE(w.sum_us, 250000u);
+    EXPECT_LE(w.sum_us, 250000u + static_cast<uint64_t>(elapsed_us));
+    ASSERT_EQ(s.nhandlers, 1u);
+    EXPECT_STREQ(s.handlers[0].name, "cgi-script");
+    EXPECT_EQ(s.handlers[0].count, 1u);
+    EXPECT_EQ(s.handlers[0].sum_us, w.sum_us);
+    set_current(nullptr);
+}
+
+// A backend cut counts once, and only when a socket was shut down.
+TEST(Stats, BackendCutsAreCounted) {
+    SharedBlock sb(1);
+    set_current(sb.block()->slot(0));
+    agtest::Listener listener;
+    auto [proxy, backend] = listener.connect_pair();
+    Token token;
+    {
+        UpstreamCut cut(token);
+        UpstreamCut::ArmId id = 0;
+        ASSERT_TRUE(cut.arm(proxy.get(), nullptr, nullptr, &id).is_ok());
+        EXPECT_EQ(sb.block()->snapshot().get(Counter::kBackendCuts), 0u);
+        token.abort(Reason::kRst, mono_ns());
+        EXPECT_TRUE(cut.disarm(id));
+    }
+    Token other;
+    {
+        UpstreamCut never(other);  // armed, not aborted: no cut
+        UpstreamCut::ArmId id = 0;
+        ASSERT_TRUE(never.arm(backend.get(), nullptr, nullptr, &id).is_ok());
+        EXPECT_FALSE(never.disarm(id));
+    }
+    EXPECT_EQ(sb.block()->snapshot().get(Counter::kBackendCuts), 1u);
+    set_current(nullptr);
+}
+
+// Cleanups by outcome, counted where they are, so "succeeded" never drops.
+TEST(Stats, CleanupsSucceededIsRunMinusFailed) {
+    SharedBlock sb(1);
+    set_current(sb.block()->slot(0));
+    ag_stats_cleanups(4, 1, 0);
+    ag_stats_cleanups(2, 2, 1);
+    ag_stats_cleanups(0, 0, 0);
+    const Snapshot s = sb.block()->snapshot();
+    EXPECT_EQ(s.get(Counter::kCleanupsRun), 6u);
+    EXPECT_EQ(s.get(Counter::kCleanupsFailed), 3u);
+    EXPECT_EQ(s.get(Counter::kCleanupsSucceeded), 3u);
+    set_current(nullptr);
 }
 
 }  // namespace
