@@ -217,8 +217,8 @@ void Lifecycle::on_post(void* self_arg, uint32_t bits) {
                    static_cast<int>(getpid()), graceful ? "graceful" : "ungraceful", requests,
                    closed);
         } else {
-            AG_LOG(kDebug, "AG0610: child process %d is stopping (%s)", static_cast<int>(getpid()),
-                   graceful ? "graceful" : "ungraceful");
+            AG_LOG(kDebug, "AG0615: child process %d is stopping (%s), with nothing to notify",
+                   static_cast<int>(getpid()), graceful ? "graceful" : "ungraceful");
         }
     }
     if (self->stopping() || self->exit_begun())
@@ -404,7 +404,7 @@ void Lifecycle::cut_and_exit() noexcept {
         },
         &c);
     if (c.n > kNamedAtExit)
-        AG_LOG(kWarn, "AG0609: cut at exit: and %d more request(s)", c.n - kNamedAtExit);
+        AG_LOG(kWarn, "AG0614: cut at exit: and %d more request(s)", c.n - kNamedAtExit);
     AG_LOG(kWarn,
            "AG0612: child process %d did not drain within its bound: %d request(s) cut; it exits "
            "now",

@@ -5,8 +5,9 @@
 // Formatting only happens when the level is enabled, so a disabled debug line
 // on a hot path costs one relaxed atomic load.
 //
-// Messages carry a stable tag of ours ("AG0101: ...") so admins can grep
-// for them across releases.
+// Messages carry a stable tag of ours ("AGnnnn: ...", one per message, listed
+// in README.md's Message tags table) so admins can grep for them across
+// releases.
 //
 // Thread contract: set_sink() is called before any other thread logs (httpd:
 // post_config/child_init); enabled()/write() may then be called from any

@@ -79,15 +79,17 @@ const char* CleanupRegistry::describe_identity(const void* identity, char* buf,
 }
 
 bool CleanupRegistry::run_one(const Entry& e, bool aborted) noexcept {
-    char name[256];
+    const char* what;
     try {
         e.fn(aborted);
         return true;
     } catch (const std::exception& ex) {
-        AG_LOG(kError, "AG0111: %s threw: %s", describe(e, name, sizeof name), ex.what());
+        what = ex.what();
     } catch (...) {
-        AG_LOG(kError, "AG0111: %s threw a non-standard exception", describe(e, name, sizeof name));
+        what = "a non-standard exception";
     }
+    char name[256];
+    AG_LOG(kError, "AG0111: %s threw: %s", describe(e, name, sizeof name), what);
     return false;
 }
 

@@ -98,13 +98,16 @@ Token::~Token() {
 }
 
 void Token::run_callback(const Pending& p, Reason reason) noexcept {
+    const char* what;
     try {
         p.cb(reason);
+        return;
     } catch (const std::exception& e) {
-        AG_LOG(kError, "AG0105: %s threw: %s", p.label, e.what());
+        what = e.what();
     } catch (...) {
-        AG_LOG(kError, "AG0105: %s threw a non-standard exception", p.label);
+        what = "a non-standard exception";
     }
+    AG_LOG(kError, "AG0105: %s threw: %s", p.label, what);
 }
 
 bool Token::wait_until(int64_t deadline_ns) const noexcept {

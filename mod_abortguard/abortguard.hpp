@@ -115,14 +115,11 @@ inline apr_pool_t* request_pool(request_rec* r) noexcept {
 }
 
 // An exception must not unwind into mod_abortguard's C code.
+// Without `r` (a cleanup the monitor thread runs): on the main server.
 inline void log_escaped(request_rec* r, const char* what, const char* text) noexcept {
-    if (r != nullptr) {
-        ap_log_rerror_(__FILE__, __LINE__, APLOG_NO_MODULE, APLOG_ERR, 0, r, "AG0411: %s threw: %s",
-                       what, text);
-    } else {
-        ap_log_error_(__FILE__, __LINE__, APLOG_NO_MODULE, APLOG_ERR, 0, nullptr,
-                      "AG0411: %s threw: %s", what, text);
-    }
+    ap_log_error_(__FILE__, __LINE__, APLOG_NO_MODULE, APLOG_ERR, 0,
+                  r != nullptr ? r->server : nullptr, "AG0411: %s threw: %s (%s)", what, text,
+                  r != nullptr && r->uri != nullptr ? r->uri : "-");
 }
 
 template <class F>

@@ -25,7 +25,8 @@ struct ag_request_ctx {
     int tunnel;             /* mod_proxy made it a tunnel (101, CONNECT) */
     int logged;             /* log_transaction ran: the request has ended for the API */
     int skipped;            /* AbortGuardSkipAbandoned kept it from its handler */
-    ap_filter_t* tunnel_in; /* reports the tunnel's client read errors; NULL when none */
+    ap_filter_t* tunnel_in;  /* reports the tunnel's client read errors; NULL when none */
+    ap_filter_t* tunnel_out; /* ... and its client write errors */
 
     /* The outcome, kept for calls after the end (from pool cleanups). */
     int final_aborted;
@@ -51,15 +52,19 @@ static char ended_unwatched;
 /* Written in register_hooks: saves a lookup by name per request. */
 static ap_filter_rec_t* eos_filter;
 static ap_filter_rec_t* tunnel_filter;
+static ap_filter_rec_t* tunnel_out_filter_rec;
 
 static apr_status_t tunnel_in_filter(ap_filter_t* f, apr_bucket_brigade* bb, ap_input_mode_t mode,
                                      apr_read_type_e block, apr_off_t readbytes);
+static apr_status_t tunnel_out_filter(ap_filter_t* f, apr_bucket_brigade* bb);
 
 void ag_request_register_filter(void) {
     eos_filter =
         ap_register_output_filter(AG_EOS_FILTER, ag_request_eos_filter, NULL, AP_FTYPE_PROTOCOL);
     tunnel_filter =
         ap_register_input_filter(AG_TUNNEL_FILTER, tunnel_in_filter, NULL, AP_FTYPE_CONNECTION);
+    tunnel_out_filter_rec = ap_register_output_filter(AG_TUNNEL_FILTER, tunnel_out_filter, NULL,
+                                                      AP_FTYPE_CONNECTION);
 }
 
 void ag_request_set_monitor(ag_monitor* monitor) {
@@ -100,10 +105,38 @@ static apr_status_t tunnel_in_filter(ap_filter_t* f, apr_bucket_brigade* bb, ap_
     return rv;
 }
 
+/* ... and may write to the client before anyone reads the reset: the
+ * abort comes first, so that the proxy's complaint about the failed write
+ * goes to the request's quietened log copy (ag_proxy.c). */
+static apr_status_t tunnel_out_filter(ap_filter_t* f, apr_bucket_brigade* bb) {
+    ag_request_ctx* ctx = f->ctx;
+    apr_bucket* b;
+    apr_status_t rv;
+    for (b = APR_BRIGADE_FIRST(bb); b != APR_BRIGADE_SENTINEL(bb); b = APR_BUCKET_NEXT(b)) {
+        if (AP_BUCKET_IS_EOR(b)) {
+            /* Passing it ends the request and frees ctx: step aside first. */
+            ctx->tunnel_out = NULL;
+            ap_remove_output_filter(f);
+            return ap_pass_brigade(f->next, bb);
+        }
+    }
+    rv = ap_pass_brigade(f->next, bb);
+    if (rv != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(rv) && ctx->state != NULL) {
+        ag_state_abort(ctx->state, APR_STATUS_IS_ECONNRESET(rv) || APR_STATUS_IS_EPIPE(rv)
+                                       ? AG_REASON_RST
+                                       : AG_REASON_WRITE);
+    }
+    return rv;
+}
+
 static void stop_tunnel_filter(ag_request_ctx* ctx) {
     if (ctx->tunnel_in != NULL) {
         ap_remove_input_filter(ctx->tunnel_in);
         ctx->tunnel_in = NULL;
+    }
+    if (ctx->tunnel_out != NULL) {
+        ap_remove_output_filter(ctx->tunnel_out);
+        ctx->tunnel_out = NULL;
     }
 }
 
@@ -334,6 +367,7 @@ void ag_request_enter_tunnel(ag_request_ctx* ctx) {
     if (ctx->tunnel_in == NULL && ctx->state != NULL && !ctx->forbidden) {
         conn_rec* c = ctx->owner->connection;
         ctx->tunnel_in = ap_add_input_filter_handle(tunnel_filter, ctx, NULL, c);
+        ctx->tunnel_out = ap_add_output_filter_handle(tunnel_out_filter_rec, ctx, NULL, c);
     }
     ctx->tunnel = 1;
     if (ctx->state == NULL || ctx->watch == 0 || (ctx->watch_flags & AG_WATCH_TUNNEL)) {
