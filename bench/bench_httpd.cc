@@ -35,6 +35,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -677,6 +678,8 @@ class PerfTrace {
         if (perf_.empty() || ::geteuid() != 0)
             return false;
         data_ = dir + "/perf.data";
+        std::error_code ec;
+        std::filesystem::create_directories(dir, ec);
         std::remove(data_.c_str());
         if (!child_.start({perf_, "record", "-q", "-a", "-k", "mono", "-o", data_, "-e",
                            "syscalls:sys_exit_epoll_wait", "--filter", "ret > 0", "-e",
@@ -1250,7 +1253,8 @@ void keepalive_storm(const Settings& st) {
     }
     write_lines(st, "kastorm.dat", plot);
     std::printf("\nRatio module / stock: **%s**.\n\n", ratio(rps_med[1], rps_med[0]).c_str());
-    summary("(e) keep-alive req/s beside ~" + f2(median(abort_rate[1])) + " aborts/s",
+    summary("(e) keep-alive req/s while clients abort slow requests (aborts/s: module " +
+                f2(median(abort_rate[1])) + ", stock " + f2(median(abort_rate[0])) + ")",
             f2(rps_med[1]), "stock httpd: " + f2(rps_med[0]), ratio(rps_med[1], rps_med[0]), "");
     for (auto& s : servers) {
         auto stopped = s.h->stop();
