@@ -65,6 +65,7 @@ struct Settings {
     std::string peer;            // bench/agpeer ("" or missing: Go's parts skipped)
     std::string nginx;           // nginx binary ("" or missing: nginx's parts skipped)
     bool perf = true;            // the proxy breakdown with perf, when root has it
+    int h2_trials = 0;           // (d): this many resets instead of the default
     bool part(const std::string& p) const { return only.empty() || only.count(p) != 0; }
     bool have_peer() const { return !peer.empty() && ::access(peer.c_str(), X_OK) == 0; }
     bool have_nginx() const { return !nginx.empty(); }
@@ -741,18 +742,61 @@ const TraceEvent* first_after(const std::vector<TraceEvent>& ev, int64_t from,
 // connection (module: shutdown() on the monitor thread; nginx: close()) ->
 // the backend's read() returned end-of-file -> the backend's request
 // context was cancelled (its handler woke).
-void breakdown(const Settings& st, Front& f, agbench::Agpeer& backend, bool module,
-               std::map<std::string, std::vector<std::vector<double>>>* stages) {
+//
+// Batches (`conc` at once, streaming), matched by order: the k-th client
+// close, the k-th shutdown() by the module's monitor thread, the k-th
+// end-of-file read by the backend and the k-th context cancelled (nginx's
+// close() of the upstream cannot be told from its close() of the client by
+// the syscall alone, so its cut column stays empty).
+void breakdown(const Settings& st, Front& f, agbench::Agpeer& backend, bool module, int conc,
+               std::map<std::string, std::vector<std::vector<double>>>* stages,
+               std::map<std::string, std::vector<std::vector<double>>>* batch_stages) {
     PerfTrace perf;
     if (!perf.start(work_dir("bench-perf")))
         return;
     const int singles = st.smoke ? 2 : 15;
-    std::vector<PropRound> rounds;
+    std::vector<PropRound> rounds, batches;
     for (int k = 0; k < singles; ++k) {
         rounds.push_back(prop_round(f, backend, 1, false, 3000));
         std::this_thread::sleep_for(Millis(30));
     }
+    for (int k = 0; k < (st.smoke ? 1 : 4); ++k) {
+        batches.push_back(prop_round(f, backend, conc, false, 3000));
+        std::this_thread::sleep_for(Millis(50));
+    }
     const std::vector<TraceEvent> ev = perf.stop();
+    {
+        auto& b = (*batch_stages)[f.name];
+        b.assign(6, {});  // 4 stages, then the sweeps: closes, cuts (first -> last)
+        for (const auto& r : batches) {
+            if (r.seen != r.n)
+                continue;
+            std::vector<int64_t> c = r.closed, seen = r.seen_at, cut, eof;
+            std::sort(c.begin(), c.end());
+            std::sort(seen.begin(), seen.end());
+            for (const auto& e : ev) {
+                if (e.us < c.front() || e.us > seen.back() + 1000)
+                    continue;
+                if (module && e.comm == "ag-monitor" && e.event == "enter_shutdown")
+                    cut.push_back(e.us);
+                if (e.pid == backend.pid() && e.event == "exit_read")
+                    eof.push_back(e.us);
+            }
+            if (eof.size() < c.size())
+                continue;
+            b[4].push_back(static_cast<double>(c.back() - c.front()));
+            if (module && cut.size() >= c.size())
+                b[5].push_back(static_cast<double>(cut[c.size() - 1] - cut[0]));
+            for (size_t k = 0; k < c.size(); ++k) {
+                if (module && cut.size() >= c.size()) {
+                    b[0].push_back(static_cast<double>(cut[k] - c[k]));
+                    b[1].push_back(static_cast<double>(eof[k] - cut[k]));
+                }
+                b[2].push_back(static_cast<double>(eof[k] - c[k]));
+                b[3].push_back(static_cast<double>(seen[k] - eof[k]));
+            }
+        }
+    }
     const std::string loop_comm = module ? "ag-monitor" : "nginx";
     const int backend_pid = backend.pid();
     auto& out = (*stages)[f.name];
@@ -861,9 +905,9 @@ void proxy_propagation(const Settings& st, agbench::Agpeer& backend) {
     std::printf("\n");
     // Where the time goes.
     if (st.perf) {
-        std::map<std::string, std::vector<std::vector<double>>> stages;
+        std::map<std::string, std::vector<std::vector<double>>> stages, batch_stages;
         for (size_t i = 0; i < 2; ++i)
-            breakdown(st, *fronts[i], backend, i == 0, &stages);
+            breakdown(st, *fronts[i], backend, i == 0, conc, &stages, &batch_stages);
         if (stages.empty()) {
             std::printf("Breakdown skipped: needs `perf` (linux-perf) and root.\n\n");
         } else {
@@ -885,6 +929,26 @@ void proxy_propagation(const Settings& st, agbench::Agpeer& backend) {
                 std::printf("| %s | %zu |", fronts[i]->name.c_str(), it->second[0].size());
                 for (const auto& v : it->second)
                     std::printf(" %.3f (%.3f) |", median(v) / 1000, quantile(v, 0.9) / 1000);
+                std::printf("\n");
+            }
+            std::printf(
+                "\n%d at once (streaming, %d rounds each, same trace), matched by order (the "
+                "k-th close, shutdown, end-of-file, cancel). Medians (p99 in brackets), ms:\n\n"
+                "| Proxy | n | close -> cut (`shutdown()`) | cut -> backend read EOF | close -> "
+                "backend read EOF | EOF -> ctx cancelled | the client's %d closes, first -> last "
+                "| the monitor's %d cuts, first -> last |\n|---|---|---|---|---|---|---|---|\n",
+                conc, st.smoke ? 1 : 4, conc, conc);
+            for (size_t i = 0; i < 2; ++i) {
+                auto it = batch_stages.find(fronts[i]->name);
+                if (it == batch_stages.end() || it->second.empty())
+                    continue;
+                std::printf("| %s | %zu |", fronts[i]->name.c_str(), it->second[2].size());
+                for (const auto& v : it->second) {
+                    if (v.empty())
+                        std::printf(" - |");
+                    else
+                        std::printf(" %.3f (%.3f) |", median(v) / 1000, quantile(v, 0.99) / 1000);
+                }
                 std::printf("\n");
             }
             std::printf("\n");
@@ -1032,7 +1096,7 @@ void h2_reset(const Settings& st) {
         std::printf("httpd did not start: %s\n\n", started.message());
         return;
     }
-    const int trials = st.smoke ? 3 : 40;
+    const int trials = st.h2_trials > 0 ? st.h2_trials : st.smoke ? 3 : 100;
     LogCursor log;
     log.start(h.run_dir() + "/bench.log");
     const std::string base = "https://127.0.0.1:" + std::to_string(h2_port) + "/bench?";
@@ -1103,6 +1167,20 @@ void h2_reset(const Settings& st) {
                 fmt_ms(summarize(wake_after_flag)).c_str());
     std::printf("| flag seen -> the module's token aborted (`abortguard_aborted_at()`) | %s |\n\n",
                 fmt_ms(summarize(det_after_flag)).c_str());
+    {
+        // How the tail is made: the trials whose wake-up came more than 1 ms
+        // after the flag, with their values.
+        std::vector<double> late;
+        for (double v : wake_after_flag)
+            if (v > 1000)
+                late.push_back(v / 1000);
+        std::sort(late.begin(), late.end());
+        std::printf("Wake-ups more than 1 ms after the flag: %zu of %zu", late.size(),
+                    wake_after_flag.size());
+        for (size_t i = 0; i < late.size(); ++i)
+            std::printf("%s%.2f", i == 0 ? " (ms: " : ", ", late[i]);
+        std::printf("%s.\n\n", late.empty() ? "" : ")");
+    }
     write_data(st, "h2_wake_after_flag.dat", wake_after_flag);
     write_data(st, "h2_flag.dat", flag_us);
     write_data(st, "h2_wake.dat", wake_us);
@@ -1360,6 +1438,8 @@ int main(int argc, char** argv) {
             st.nginx = argv[++i];
         else if (std::strcmp(argv[i], "--no-perf") == 0)
             st.perf = false;
+        else if (std::strcmp(argv[i], "--h2-trials") == 0 && i + 1 < argc)
+            st.h2_trials = std::atoi(argv[++i]);
     }
     st.nginx = agbench::find_program(st.nginx.empty() ? "nginx" : st.nginx);
     struct rlimit rl;
