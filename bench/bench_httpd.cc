@@ -71,7 +71,9 @@ struct Settings {
     bool have_nginx() const { return !nginx.empty(); }
 };
 
-std::string work_dir(const std::string& name) { return std::string(AG_TEST_WORKDIR) + "/" + name; }
+std::string work_dir(const std::string& name) {
+    return std::string(AG_TEST_WORKDIR) + "/" + name;
+}
 
 // ------------------------------------------------------------------ config
 
@@ -203,7 +205,9 @@ std::string f2(double v) {
 }
 
 // "a/b" as a ratio, "-" when b is 0.
-std::string ratio(double a, double b) { return b > 0 ? f2(a / b) : "-"; }
+std::string ratio(double a, double b) {
+    return b > 0 ? f2(a / b) : "-";
+}
 
 // "lo-hi" of a statistic over batches (each a vector of samples).
 std::string spread(const std::vector<std::vector<double>>& batches, double q, double scale = 1000) {
@@ -285,7 +289,7 @@ std::map<std::string, double> key_values(const std::string& line) {
 struct Target {
     std::string name;
     int port = 0;
-    std::string log_path;  // "START DETECTED NOTICED URL ..." per request
+    std::string log_path;          // "START DETECTED NOTICED URL ..." per request
     const Httpd* httpd = nullptr;  // for the resident memory (httpd only)
 };
 
@@ -425,11 +429,13 @@ void detection(const Settings& st) {
             std::printf("Note: the Go peer did not start (%s); Go's rows are missing.\n\n",
                         go.log_path().c_str());
     }
-    std::printf("### (a) Detection latency: mod_abortguard beside Go's request context (%s MPM)\n\n",
-                st.mpm.c_str());
+    std::printf(
+        "### (a) Detection latency: mod_abortguard beside Go's request context (%s MPM)\n\n",
+        st.mpm.c_str());
     if (!st.have_peer())
-        std::printf("Go peer skipped: bench/agpeer is not built (bench/run builds it with "
-                    "Debian's golang-go).\n\n");
+        std::printf(
+            "Go peer skipped: bench/agpeer is not built (bench/run builds it with "
+            "Debian's golang-go).\n\n");
     std::printf(
         "Client close (FIN) -> the server detected the abort, and -> the handler noticed it. "
         "httpd: detected = the request's token reads aborted (`abortguard_aborted_at()`); the "
@@ -466,7 +472,8 @@ void detection(const Settings& st) {
         }
         if (measure_memory) {
             mem_on = per[0].rss_sum / l.rounds;
-            mem_off = (mem_off + held_round(targets[0], "/bench-off", top, off_hold, 10000).rss_held) / 2;
+            mem_off =
+                (mem_off + held_round(targets[0], "/bench-off", top, off_hold, 10000).rss_held) / 2;
         }
         for (size_t i = 0; i < targets.size(); ++i) {
             const Round& all = per[i].all;
@@ -477,9 +484,10 @@ void detection(const Settings& st) {
                              std::string(" every ") + std::to_string(l.poll_us / 1000) + " ms";
             const Summary det = summarize(all.detected_us);
             const Summary stall = summarize(all.stall_us);
-            std::printf("| %d | %s | %s | %d / %d | %.3f | %.3f | %s | %s | %.3f / %.3f |\n", l.conc,
-                        kind.c_str(), targets[i].name.c_str(), all.noticed, all.aborted,
-                        det.median / 1000, det.p99 / 1000, fmt_ms(summarize(all.noticed_us)).c_str(),
+            std::printf("| %d | %s | %s | %d / %d | %.3f | %.3f | %s | %s | %.3f / %.3f |\n",
+                        l.conc, kind.c_str(), targets[i].name.c_str(), all.noticed, all.aborted,
+                        det.median / 1000, det.p99 / 1000,
+                        fmt_ms(summarize(all.noticed_us)).c_str(),
                         spread(batches_of(per[i].noticed_per_round, 5), 0.99).c_str(),
                         stall.p99 / 1000, stall.max / 1000);
             const std::string suffix =
@@ -504,9 +512,9 @@ void detection(const Settings& st) {
         for (const auto& c : compared) {
             const Summary m = summarize(c.per_target[0].all.noticed_us);
             const Summary g = summarize(c.per_target[1].all.noticed_us);
-            const std::string kind = c.level.wait ? "waits" : "polls every " +
-                                                                  std::to_string(c.level.poll_us / 1000) +
-                                                                  " ms";
+            const std::string kind =
+                c.level.wait ? "waits"
+                             : "polls every " + std::to_string(c.level.poll_us / 1000) + " ms";
             std::printf("| %d | %s | %.3f / %.3f = **%s** | %.3f / %.3f = **%s** | %s | %s |\n",
                         c.level.conc, kind.c_str(), m.median / 1000, g.median / 1000,
                         ratio(m.median, g.median).c_str(), m.p99 / 1000, g.p99 / 1000,
@@ -595,9 +603,9 @@ std::unique_ptr<Front> start_front(const Settings& st, FrontKind kind, int backe
 
 struct PropRound {
     int n = 0, seen = 0;
-    std::vector<double> us;         // client close -> backend saw the close
-    std::vector<int64_t> closed;    // the clients' close times
-    std::vector<int64_t> seen_at;   // the backend's times (0: never)
+    std::vector<double> us;        // client close -> backend saw the close
+    std::vector<int64_t> closed;   // the clients' close times
+    std::vector<int64_t> seen_at;  // the backend's times (0: never)
 };
 
 // `conc` requests through the proxy to the backend's /hold; the clients
@@ -614,8 +622,8 @@ PropRound prop_round(const Front& f, agbench::Agpeer& backend, int conc, bool pr
     for (int i = 0; i < conc; ++i) {
         if (!clients[i].connect(f.port(), Millis(5000)) ||
             !clients[i].send(http_get("/px/hold?ms=" + std::to_string(hold_ms) +
-                                      (pre ? "&pre=1" : "") + "&t=" + prefix +
-                                      std::to_string(i) + "z")))
+                                      (pre ? "&pre=1" : "") + "&t=" + prefix + std::to_string(i) +
+                                      "z")))
             std::fprintf(stderr, "bench: proxied request %d did not go out\n", i);
     }
     if (!pre) {
@@ -682,10 +690,17 @@ class PerfTrace {
         std::error_code ec;
         std::filesystem::create_directories(dir, ec);
         std::remove(data_.c_str());
-        if (!child_.start({perf_, "record", "-q", "-a", "-k", "mono", "-o", data_, "-e",
-                           "syscalls:sys_exit_epoll_wait", "--filter", "ret > 0", "-e",
-                           "syscalls:sys_enter_shutdown", "-e", "syscalls:sys_enter_close", "-e",
-                           "syscalls:sys_exit_read", "--filter", "ret == 0"},
+        if (!child_.start({perf_,      "record",
+                           "-q",       "-a",
+                           "-k",       "mono",
+                           "-o",       data_,
+                           "-e",       "syscalls:sys_exit_epoll_wait",
+                           "--filter", "ret > 0",
+                           "-e",       "syscalls:sys_enter_shutdown",
+                           "-e",       "syscalls:sys_exit_shutdown",
+                           "-e",       "syscalls:sys_enter_close",
+                           "-e",       "syscalls:sys_exit_read",
+                           "--filter", "ret == 0"},
                           dir + "/perf.out"))
             return false;
         std::this_thread::sleep_for(Millis(1500));  // perf's set-up
@@ -767,11 +782,14 @@ void breakdown(const Settings& st, Front& f, agbench::Agpeer& backend, bool modu
     const std::vector<TraceEvent> ev = perf.stop();
     {
         auto& b = (*batch_stages)[f.name];
-        b.assign(6, {});  // 4 stages, then the sweeps: closes, cuts (first -> last)
+        // 4 stages, the sweeps (closes, cuts: first -> last), then the
+        // monitor's shutdown() calls: how long each took, and the time from
+        // one's return to the next one's call.
+        b.assign(8, {});
         for (const auto& r : batches) {
             if (r.seen != r.n)
                 continue;
-            std::vector<int64_t> c = r.closed, seen = r.seen_at, cut, eof;
+            std::vector<int64_t> c = r.closed, seen = r.seen_at, cut, cut_end, eof;
             std::sort(c.begin(), c.end());
             std::sort(seen.begin(), seen.end());
             for (const auto& e : ev) {
@@ -779,6 +797,9 @@ void breakdown(const Settings& st, Front& f, agbench::Agpeer& backend, bool modu
                     continue;
                 if (module && e.comm == "ag-monitor" && e.event == "enter_shutdown")
                     cut.push_back(e.us);
+                if (module && e.comm == "ag-monitor" && e.event == "exit_shutdown" &&
+                    cut_end.size() < cut.size())
+                    cut_end.push_back(e.us);
                 if (e.pid == backend.pid() && e.event == "exit_read")
                     eof.push_back(e.us);
             }
@@ -787,6 +808,11 @@ void breakdown(const Settings& st, Front& f, agbench::Agpeer& backend, bool modu
             b[4].push_back(static_cast<double>(c.back() - c.front()));
             if (module && cut.size() >= c.size())
                 b[5].push_back(static_cast<double>(cut[c.size() - 1] - cut[0]));
+            for (size_t k = 0; module && k < c.size() && k < cut_end.size(); ++k) {
+                b[6].push_back(static_cast<double>(cut_end[k] - cut[k]));
+                if (k + 1 < cut.size() && k + 1 < c.size())
+                    b[7].push_back(static_cast<double>(cut[k + 1] - cut_end[k]));
+            }
             for (size_t k = 0; k < c.size(); ++k) {
                 if (module && cut.size() >= c.size()) {
                     b[0].push_back(static_cast<double>(cut[k] - c[k]));
@@ -805,8 +831,9 @@ void breakdown(const Settings& st, Front& f, agbench::Agpeer& backend, bool modu
         if (r.seen != 1)
             continue;
         const int64_t c = r.closed[0];
-        const TraceEvent* woke = first_after(
-            ev, c, [&](const TraceEvent& e) { return e.comm == loop_comm && e.event == "exit_epoll_wait"; });
+        const TraceEvent* woke = first_after(ev, c, [&](const TraceEvent& e) {
+            return e.comm == loop_comm && e.event == "exit_epoll_wait";
+        });
         if (!woke)
             continue;
         const TraceEvent* cut = first_after(ev, woke->us, [&](const TraceEvent& e) {
@@ -832,8 +859,9 @@ void proxy_propagation(const Settings& st, agbench::Agpeer& backend) {
     std::printf("### (b) Proxy propagation: httpd + mod_abortguard beside nginx (%s MPM)\n\n",
                 st.mpm.c_str());
     if (!st.have_nginx()) {
-        std::printf("Skipped: nginx is not installed (Debian: nginx-light; bench/run installs "
-                    "it).\n\n");
+        std::printf(
+            "Skipped: nginx is not installed (Debian: nginx-light; bench/run installs "
+            "it).\n\n");
         return;
     }
     std::vector<std::unique_ptr<Front>> fronts;
@@ -860,10 +888,12 @@ void proxy_propagation(const Settings& st, agbench::Agpeer& backend) {
         "with its connection pool; nginx: `proxy_pass` to an upstream with keep-alive, "
         "`proxy_buffering off`, `proxy_ignore_client_abort off` (the default); stock httpd: "
         "mod_proxy_http alone, the backend holds 1 s. %d rounds of each, the proxies "
-        "alternating. Times in ms; \"p99 spread\": the lowest and highest p99 of single rounds.\n\n",
+        "alternating. Times in ms; \"p99 spread\": the lowest and highest p99 of single "
+        "rounds.\n\n",
         conc, rounds);
     std::printf(
-        "| Moment | Proxy | Backend saw the close / aborted | min | median | p99 | max | p99 spread |\n"
+        "| Moment | Proxy | Backend saw the close / aborted | min | median | p99 | max | p99 "
+        "spread |\n"
         "|---|---|---|---|---|---|---|---|\n");
     std::map<std::string, Summary> streaming;
     for (bool pre : {false, true}) {
@@ -885,13 +915,15 @@ void proxy_propagation(const Settings& st, agbench::Agpeer& backend) {
             std::printf("| %s | %s | %d / %d | %s | %s |\n", moment, fronts[i]->name.c_str(),
                         all[i].seen, all[i].n, fmt_ms(s).c_str(),
                         spread(per_round[i], 0.99).c_str());
-            write_data(st, std::string("proxy_") + (pre ? "pre_" : "stream_") +
-                               (i == 0 ? "module" : "nginx") + ".dat",
+            write_data(st,
+                       std::string("proxy_") + (pre ? "pre_" : "stream_") +
+                           (i == 0 ? "module" : "nginx") + ".dat",
                        all[i].us);
         }
         const PropRound stock = prop_round(*fronts[2], backend, conc, pre, 1000);
         std::printf("| %s | %s | %d / %d within the backend's 1 s | %s | - |\n", moment,
-                    fronts[2]->name.c_str(), stock.seen, stock.n, fmt_ms(summarize(stock.us)).c_str());
+                    fronts[2]->name.c_str(), stock.seen, stock.n,
+                    fmt_ms(summarize(stock.us)).c_str());
         const Summary m = summarize(all[0].us), n = summarize(all[1].us);
         const bool met = m.median <= n.median && m.p99 <= n.p99 && all[0].seen == all[0].n;
         summary(std::string("(b) proxy propagation, ") + std::to_string(conc) + " at once, " +
@@ -936,7 +968,8 @@ void proxy_propagation(const Settings& st, agbench::Agpeer& backend) {
                 "k-th close, shutdown, end-of-file, cancel). Medians (p99 in brackets), ms:\n\n"
                 "| Proxy | n | close -> cut (`shutdown()`) | cut -> backend read EOF | close -> "
                 "backend read EOF | EOF -> ctx cancelled | the client's %d closes, first -> last "
-                "| the monitor's %d cuts, first -> last |\n|---|---|---|---|---|---|---|---|\n",
+                "| the monitor's %d cuts, first -> last | one `shutdown()` call | from one "
+                "call's return to the next call |\n|---|---|---|---|---|---|---|---|---|---|\n",
                 conc, st.smoke ? 1 : 4, conc, conc);
             for (size_t i = 0; i < 2; ++i) {
                 auto it = batch_stages.find(fronts[i]->name);
@@ -1038,11 +1071,12 @@ void refresh_storm(const Settings& st, agbench::Agpeer& backend) {
         "|---|---|---|---|---|---|---|\n");
     std::string plot;
     for (size_t i = 0; i < fronts.size(); ++i) {
-        std::printf("| %s | **%.2f** (%s) | %.0f / %.0f / %.0f | %.0f (%s) | %.2f | %.2f | %.2f |\n",
-                    fronts[i]->name.c_str(), med(i, "goodput_rps"), range(i, "goodput_rps").c_str(),
-                    med(i, "abandoned"), med(i, "gave_up"), med(i, "errors"), med(i, "nobody"),
-                    range(i, "nobody").c_str(), med(i, "nobody_s"), med(i, "abandoned_work_s"),
-                    med(i, "backend_busy_s"));
+        std::printf(
+            "| %s | **%.2f** (%s) | %.0f / %.0f / %.0f | %.0f (%s) | %.2f | %.2f | %.2f |\n",
+            fronts[i]->name.c_str(), med(i, "goodput_rps"), range(i, "goodput_rps").c_str(),
+            med(i, "abandoned"), med(i, "gave_up"), med(i, "errors"), med(i, "nobody"),
+            range(i, "nobody").c_str(), med(i, "nobody_s"), med(i, "abandoned_work_s"),
+            med(i, "backend_busy_s"));
         plot += "\"" + fronts[i]->name + "\" " + f2(med(i, "goodput_rps")) + "\n";
     }
     write_lines(st, "storm.dat", plot);
@@ -1071,8 +1105,9 @@ void h2_reset(const Settings& st) {
     std::printf("### (d) HTTP/2 over TLS: stream reset -> the handler's wake-up (%s MPM)\n\n",
                 st.mpm.c_str());
     if (!st.have_peer()) {
-        std::printf("Skipped: the client is bench/agpeer (Go's net/http client speaks h2 over "
-                    "TLS and resets a stream when its request is cancelled).\n\n");
+        std::printf(
+            "Skipped: the client is bench/agpeer (Go's net/http client speaks h2 over "
+            "TLS and resets a stream when its request is cancelled).\n\n");
         return;
     }
     if (st.mpm == "prefork") {
@@ -1100,10 +1135,10 @@ void h2_reset(const Settings& st) {
     LogCursor log;
     log.start(h.run_dir() + "/bench.log");
     const std::string base = "https://127.0.0.1:" + std::to_string(h2_port) + "/bench?";
-    CommandResult r = run_command({st.peer, "h2reset", "-n", std::to_string(trials), "-url",
-                                   base + "hold=5000&wait=1&flag_us=100", "-other",
-                                   base + "hold=300&wait=1", "-tag", "h2x"},
-                                  Millis(trials * 8000 + 30000));
+    CommandResult r = run_command(
+        {st.peer, "h2reset", "-n", std::to_string(trials), "-url",
+         base + "hold=5000&wait=1&flag_us=100", "-other", base + "hold=300&wait=1", "-tag", "h2x"},
+        Millis(trials * 8000 + 30000));
     std::map<std::string, int64_t> cancel;
     int other_ok = 0, errors = 0;
     std::istringstream out(r.output);
@@ -1184,15 +1219,15 @@ void h2_reset(const Settings& st) {
     write_data(st, "h2_wake_after_flag.dat", wake_after_flag);
     write_data(st, "h2_flag.dat", flag_us);
     write_data(st, "h2_wake.dat", wake_us);
-    const Summary wf = summarize(wake_after_flag), fl = summarize(flag_us),
-                  wk = summarize(wake_us);
-    summary("(d) HTTP/2 over TLS, stream reset: client cancel -> handler woke, p50 / p99 ms",
-            f3(wk.median / 1000) + " / " + f3(wk.p99 / 1000),
-            "mod_http2's flag (100 us poll): " + f3(fl.median / 1000) + " / " + f3(fl.p99 / 1000),
-            "wake - flag p99: " + f3(wf.p99 / 1000) + " ms",
-            std::string("wake-up p99 within 1 ms of the flag: ") +
-                (wf.n > 0 && wf.p99 <= 1000 && woke == static_cast<int>(cancel.size()) ? "met"
-                                                                                      : "**missed**"));
+    const Summary wf = summarize(wake_after_flag), fl = summarize(flag_us), wk = summarize(wake_us);
+    summary(
+        "(d) HTTP/2 over TLS, stream reset: client cancel -> handler woke, p50 / p99 ms",
+        f3(wk.median / 1000) + " / " + f3(wk.p99 / 1000),
+        "mod_http2's flag (100 us poll): " + f3(fl.median / 1000) + " / " + f3(fl.p99 / 1000),
+        "wake - flag p99: " + f3(wf.p99 / 1000) + " ms",
+        std::string("wake-up p99 within 1 ms of the flag: ") +
+            (wf.n > 0 && wf.p99 <= 1000 && woke == static_cast<int>(cancel.size()) ? "met"
+                                                                                   : "**missed**"));
     auto stopped = h.stop();
     if (!stopped)
         std::printf("Note: %s\n\n", stopped.message());
@@ -1234,9 +1269,10 @@ bool have_wrk() {
 }
 
 void keepalive_storm(const Settings& st) {
-    std::printf("### (e) Keep-alive traffic beside an abort storm: stock httpd vs the module "
-                "(%s MPM)\n\n",
-                st.mpm.c_str());
+    std::printf(
+        "### (e) Keep-alive traffic beside an abort storm: stock httpd vs the module "
+        "(%s MPM)\n\n",
+        st.mpm.c_str());
     if (!have_wrk()) {
         std::printf("Skipped: wrk is not installed (Debian: apt-get install wrk).\n\n");
         return;
@@ -1253,8 +1289,8 @@ void keepalive_storm(const Settings& st) {
         o.load_abortguard = module;
         o.abortguard_on = module;
         o.extra_config = bench_config(128);
-        servers.push_back({module ? "httpd + mod_abortguard" : "stock httpd",
-                           std::make_unique<Httpd>(o)});
+        servers.push_back(
+            {module ? "httpd + mod_abortguard" : "stock httpd", std::make_unique<Httpd>(o)});
         auto started = servers.back().h->start();
         if (!started) {
             std::printf("httpd did not start: %s\n\n", started.message());
@@ -1454,12 +1490,14 @@ int main(int argc, char** argv) {
     if (st.part("proxy") || st.part("storm")) {
         agbench::Agpeer backend(st.peer, agtest::work_dir("bench-go-backend"));
         if (!st.have_peer()) {
-            std::printf("### (b) Proxy propagation and (c) refresh storm\n\nSkipped: the backend "
-                        "is bench/agpeer, which is not built (bench/run builds it with Debian's "
-                        "golang-go).\n\n");
+            std::printf(
+                "### (b) Proxy propagation and (c) refresh storm\n\nSkipped: the backend "
+                "is bench/agpeer, which is not built (bench/run builds it with Debian's "
+                "golang-go).\n\n");
         } else if (!backend.start("backend", {"-workers", "4"})) {
-            std::printf("### (b) Proxy propagation and (c) refresh storm\n\nThe Go backend did "
-                        "not start.\n\n");
+            std::printf(
+                "### (b) Proxy propagation and (c) refresh storm\n\nThe Go backend did "
+                "not start.\n\n");
         } else {
             if (st.part("proxy"))
                 agtest::proxy_propagation(st, backend);

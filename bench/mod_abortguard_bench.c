@@ -99,8 +99,8 @@ static int hold(request_rec* r, apr_table_t* args) {
         flag_watch w = {r->connection, flag_period, 0, 0};
         apr_thread_t* watcher = NULL;
         apr_status_t ignored;
-        if (flag_period > 0 && apr_thread_create(&watcher, NULL, watch_flag, &w, r->pool) !=
-                                   APR_SUCCESS) {
+        if (flag_period > 0 &&
+            apr_thread_create(&watcher, NULL, watch_flag, &w, r->pool) != APR_SUCCESS) {
             watcher = NULL;
         }
         if (ag_wait(r, end - start) == APR_ECONNABORTED) {

@@ -96,7 +96,9 @@ bool Child::wait_output(const std::string& needle, Millis timeout) {
     return false;
 }
 
-std::string Child::output() const { return slurp(out_path_); }
+std::string Child::output() const {
+    return slurp(out_path_);
+}
 
 void Child::stop() {
     if (pid_ <= 0)
@@ -148,7 +150,8 @@ bool port_answers(int port, Millis timeout) {
 
 std::string http_body(int port, const std::string& path, Millis timeout) {
     agtest::RawClient c;
-    if (!c.connect(port, timeout) || !c.send(agtest::http_get(path, "Connection: close\r\n"), timeout))
+    if (!c.connect(port, timeout) ||
+        !c.send(agtest::http_get(path, "Connection: close\r\n"), timeout))
         return "";
     auto r = c.read_response(timeout);
     return r ? r->body : "";
@@ -159,8 +162,8 @@ bool Agpeer::start(const std::string& role, const std::vector<std::string>& extr
     fs::create_directories(dir_);
     ::chmod(dir_.c_str(), 0755);
     port_ = free_port();
-    std::vector<std::string> argv = {bin_, role, "-addr", "127.0.0.1:" + std::to_string(port_),
-                                     "-log", log_path()};
+    std::vector<std::string> argv = {
+        bin_, role, "-addr", "127.0.0.1:" + std::to_string(port_), "-log", log_path()};
     argv.insert(argv.end(), extra.begin(), extra.end());
     std::remove(log_path().c_str());
     if (!child_.start(argv, dir_ + "/" + role + ".out"))
@@ -211,9 +214,9 @@ bool Nginx::start(int backend_port) {
         std::ofstream out(dir_ + "/nginx.conf");
         out << c.str();
     }
-    if (!child_.start({bin_, "-p", dir_ + "/", "-c", dir_ + "/nginx.conf", "-e",
-                       dir_ + "/error.log"},
-                      dir_ + "/stdout.log")) {
+    if (!child_.start(
+            {bin_, "-p", dir_ + "/", "-c", dir_ + "/nginx.conf", "-e", dir_ + "/error.log"},
+            dir_ + "/stdout.log")) {
         error_ = "cannot start " + bin_;
         return false;
     }

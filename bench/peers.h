@@ -63,7 +63,8 @@ std::string http_body(int port, const std::string& path, Millis timeout = Millis
 class Agpeer {
   public:
     // `binary`: the built bench/agpeer; `run_dir`: created if missing.
-    Agpeer(std::string binary, std::string run_dir) : bin_(std::move(binary)), dir_(std::move(run_dir)) {}
+    Agpeer(std::string binary, std::string run_dir)
+        : bin_(std::move(binary)), dir_(std::move(run_dir)) {}
     // agpeer detect (log: log_path()) or agpeer backend (hold log:
     // log_path()), on a free port.
     bool start(const std::string& role, const std::vector<std::string>& extra = {});
