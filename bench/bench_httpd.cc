@@ -1036,11 +1036,14 @@ void refresh_storm(const Settings& st, agbench::Agpeer& backend) {
         for (size_t j = 0; j < fronts.size(); ++j) {
             const size_t i = (j + static_cast<size_t>(k)) % fronts.size();
             const std::string b = "http://127.0.0.1:" + std::to_string(backend.port());
-            CommandResult r = run_command(
+            // A child of ours (not run_command's): it dies with us.
+            CommandResult r;
+            r.output = agbench::Child::run(
                 {st.peer, "storm", "-url",
                  "http://127.0.0.1:" + std::to_string(fronts[i]->port()) + "/px/work", "-stats",
                  b + "/stats", "-idle", b + "/idle", "-seconds", f2(seconds), "-tag",
                  "s" + std::to_string(++round_tag), "-seed", std::to_string(k + 1)},
+                work_dir("bench-go-backend") + "/storm.out",
                 Millis(static_cast<int>(seconds * 1000) + 60000));
             const size_t at = r.output.find("storm ");
             if (at == std::string::npos) {
@@ -1135,10 +1138,11 @@ void h2_reset(const Settings& st) {
     LogCursor log;
     log.start(h.run_dir() + "/bench.log");
     const std::string base = "https://127.0.0.1:" + std::to_string(h2_port) + "/bench?";
-    CommandResult r = run_command(
+    CommandResult r;
+    r.output = agbench::Child::run(
         {st.peer, "h2reset", "-n", std::to_string(trials), "-url",
          base + "hold=5000&wait=1&flag_us=100", "-other", base + "hold=300&wait=1", "-tag", "h2x"},
-        Millis(trials * 8000 + 30000));
+        h.run_dir() + "/h2reset.out", Millis(trials * 8000 + 30000));
     std::map<std::string, int64_t> cancel;
     int other_ok = 0, errors = 0;
     std::istringstream out(r.output);

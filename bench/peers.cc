@@ -30,12 +30,14 @@ std::string slurp(const std::string& path) {
     return s.str();
 }
 
-void note_group(pid_t pgid) {
+// "+PGID" when a group starts, "-PGID" once it is stopped: what is left
+// unmatched is what bench/run may kill (never a number reused since).
+void note_group(pid_t pgid, bool started) {
     const char* path = std::getenv("AG_BENCH_PIDS");
     if (path == nullptr || *path == '\0')
         return;
     std::ofstream out(path, std::ios::app);
-    out << pgid << "\n";
+    out << (started ? "+" : "-") << pgid << "\n";
 }
 
 }  // namespace
@@ -78,7 +80,7 @@ bool Child::start(const std::vector<std::string>& argv, const std::string& out_p
         return false;
     ::setpgid(pid, pid);
     pid_ = pid;
-    note_group(pid);
+    note_group(pid, true);
     return true;
 }
 
@@ -100,6 +102,25 @@ std::string Child::output() const {
     return slurp(out_path_);
 }
 
+std::string Child::run(const std::vector<std::string>& argv, const std::string& out_path,
+                       Millis timeout) {
+    Child c;
+    if (!c.start(argv, out_path))
+        return "";
+    agtest::Deadline deadline(timeout);
+    while (!deadline.expired()) {
+        const pid_t r = ::waitpid(c.pid_, nullptr, WNOHANG);
+        if (r == c.pid_ || (r < 0 && errno == ECHILD)) {
+            note_group(c.pid_, false);
+            c.pid_ = -1;
+            break;
+        }
+        std::this_thread::sleep_for(Millis(10));
+    }
+    c.stop();  // after a timeout
+    return c.output();
+}
+
 void Child::stop() {
     if (pid_ <= 0)
         return;
@@ -118,6 +139,7 @@ void Child::stop() {
     ::kill(-pid_, SIGKILL);
     if (!reaped)
         ::waitpid(pid_, nullptr, 0);
+    note_group(pid_, false);
     pid_ = -1;
 }
 

@@ -1,9 +1,10 @@
 // The peers bench_httpd measures mod_abortguard beside: processes it starts
 // on free loopback ports from files generated into a run dir, and always
 // stops (SIGTERM to their process group, bounded wait, SIGKILL; and
-// PR_SET_PDEATHSIG, so they go when bench_httpd dies). Each started
-// process group is appended to $AG_BENCH_PIDS (when set), so that bench/run
-// can kill what is left if bench_httpd itself is killed.
+// PR_SET_PDEATHSIG, so they go when bench_httpd dies). Each process group
+// is noted in $AG_BENCH_PIDS (when set) as "+PGID" when it starts and
+// "-PGID" once stopped, so that bench/run can kill what is left if
+// bench_httpd itself is killed.
 //
 // - agpeer (bench/agpeer.go, built by bench/run or bench/smoke with
 //   Debian's golang-go): Go's net/http as a detection peer, the app-server
@@ -38,6 +39,9 @@ class Child {
     // Waits until the output contains `needle` (false: timeout or exit).
     bool wait_output(const std::string& needle, Millis timeout);
     std::string output() const;
+    // Runs argv to its end (stopped after `timeout`); its output.
+    static std::string run(const std::vector<std::string>& argv, const std::string& out_path,
+                           Millis timeout);
     bool running() const { return pid_ > 0; }
     pid_t pid() const { return pid_; }
     // SIGTERM to the group, up to 5 s, then SIGKILL to the group.
