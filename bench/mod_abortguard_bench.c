@@ -8,6 +8,10 @@
  *                 1000), as a handler of the mod_perl era would
  *   wait=1        with hold: blocks in abortguard_wait() instead of polling,
  *                 as a handler written against mod_abortguard's API would
+ *   flag_us=US    with hold and wait=1: a second thread polls c->aborted every
+ *                 US microseconds meanwhile and notes AGB_FLAG_US, when it first
+ *                 saw the flag set (under mod_http2: mod_http2's own flag on the
+ *                 stream's connection), beside the wait's wake-up
  *
  * It notes on CLOCK_MONOTONIC, in microseconds (the benchmark client's
  * clock): AGB_START_US, AGB_DETECTED_US (mod_abortguard detected the abort:
@@ -21,6 +25,7 @@
 
 #include "apr_optional.h"
 #include "apr_strings.h"
+#include "apr_thread_proc.h"
 #include "http_config.h"
 #include "http_protocol.h"
 #include "util_script.h"
@@ -60,17 +65,57 @@ static apr_int64_t poll_aborted(request_rec* r, apr_int64_t end, apr_interval_ti
     return 0;
 }
 
+/* The flag watcher: polls c->aborted until it is set or it is told to stop. */
+typedef struct {
+    conn_rec* c;
+    apr_interval_time_t period;
+    volatile int stop;
+    apr_int64_t seen; /* when the flag was first seen set; 0: never */
+} flag_watch;
+
+static void* APR_THREAD_FUNC watch_flag(apr_thread_t* t, void* data) {
+    flag_watch* w = data;
+    (void)t;
+    while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
+        if (__atomic_load_n(&w->c->aborted, __ATOMIC_RELAXED)) {
+            __atomic_store_n(&w->seen, monotonic_us(), __ATOMIC_RELEASE);
+            break;
+        }
+        apr_sleep(w->period);
+    }
+    return NULL;
+}
+
 static int hold(request_rec* r, apr_table_t* args) {
     apr_int64_t start = monotonic_us(), noticed = 0;
     apr_int64_t end = start + arg_int(args, "hold", 0) * 1000;
     apr_interval_time_t poll = (apr_interval_time_t)arg_int(args, "poll_us", 1000);
+    apr_interval_time_t flag_period = (apr_interval_time_t)arg_int(args, "flag_us", 0);
 
     note_us(r, "AGB_START_US", start);
     ap_rputs("started\n", r);
     ap_rflush(r);
     if (ag_wait != NULL && arg_int(args, "wait", 0) != 0) {
+        flag_watch w = {r->connection, flag_period, 0, 0};
+        apr_thread_t* watcher = NULL;
+        apr_status_t ignored;
+        if (flag_period > 0 &&
+            apr_thread_create(&watcher, NULL, watch_flag, &w, r->pool) != APR_SUCCESS) {
+            watcher = NULL;
+        }
         if (ag_wait(r, end - start) == APR_ECONNABORTED) {
             noticed = monotonic_us();
+        }
+        if (watcher != NULL) {
+            /* Give the watcher a moment to see the flag the wake-up implies. */
+            apr_int64_t until = monotonic_us() + 20000;
+            while (noticed != 0 && !__atomic_load_n(&w.seen, __ATOMIC_RELAXED) &&
+                   monotonic_us() < until) {
+                apr_sleep(100);
+            }
+            __atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
+            apr_thread_join(&ignored, watcher);
+            note_us(r, "AGB_FLAG_US", w.seen);
         }
     } else {
         noticed = poll_aborted(r, end, poll);
