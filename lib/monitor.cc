@@ -359,9 +359,19 @@ void Monitor::dispatch(const struct epoll_event* events, int n, int64_t woke_ns)
         if (f.first && f.fn != nullptr)
             f.fn(f.arg, static_cast<int>(reason));
     }
+    // The effects on other processes first (a proxied request's backend is
+    // cut by a callback), then the waiting handlers, then the bookkeeping.
     for (int i = 0; i < nf; ++i) {
         if (fired[i].first)
-            fired[i].token->notify();
+            fired[i].token->run_callbacks();
+    }
+    for (int i = 0; i < nf; ++i) {
+        if (fired[i].first)
+            fired[i].token->wake_waiters();
+    }
+    for (int i = 0; i < nf; ++i) {
+        if (fired[i].first)
+            fired[i].token->tell_owner();
         finish_firing(fired[i].slot);
     }
 }

@@ -44,12 +44,24 @@ bool Token::claim(Reason reason, int64_t at_ns) noexcept {
 }
 
 void Token::notify() noexcept {
+    run_callbacks();
+    wake_waiters();
+    tell_owner();
+}
+
+void Token::wake_waiters() noexcept {
     if (waiters_.load(std::memory_order_seq_cst) != 0)
         futex_wake_all(&state_);
+}
+
+void Token::tell_owner() noexcept {
     if (owner_ != nullptr) {
         if (OwnerHook hook = g_owner_hook.load(std::memory_order_acquire))
             hook(owner_, reason_);
     }
+}
+
+void Token::run_callbacks() noexcept {
     // Oldest first: the stack holds them newest first.
     Pending* list = callbacks_.exchange(closed(), std::memory_order_acq_rel);
     Pending* oldest_first = nullptr;

@@ -57,11 +57,19 @@ class Token {
     // (the monitor, a batch of socket events): claim() publishes the abort
     // (aborted(), reason() and aborted_at_ns() say so from then on) and
     // neither wakes a waiter nor runs anything, so the whole batch is marked
-    // before the first woken thread can preempt the claimer. notify() wakes
-    // the waiters and runs the owner hook and the callbacks; whoever got
+    // before the first woken thread can preempt the claimer. notify() runs
+    // the callbacks, wakes the waiters and tells the owner; whoever got
     // true from claim() must call it, once, soon after, on the same thread.
     bool claim(Reason reason, int64_t at_ns) noexcept;
     void notify() noexcept;
+    // notify() in three steps, for a thread that notifies many tokens at once
+    // and wants the effects on other processes (a proxied backend's cut, run
+    // by a callback) out first: run_callbacks() on every token of the batch,
+    // then wake_waiters() on each, then tell_owner() on each (the lifecycle's
+    // bookkeeping). Each exactly once, by whoever got true from claim().
+    void run_callbacks() noexcept;
+    void wake_waiters() noexcept;
+    void tell_owner() noexcept;
 
     // Runs `cb` exactly once when the token is aborted (never if it is not).
     // An exception it throws is logged and dropped. Returns false only when
@@ -88,8 +96,9 @@ class Token {
     Wake wait_event(int64_t deadline_ns) const noexcept;
 
     // The object that owns this token (a RequestState) is told of the abort,
-    // once, on the aborting thread, right after the abort is published and
-    // before the on_abort callbacks, without the allocation on_abort needs:
+    // once, on the aborting thread, after the on_abort callbacks and the
+    // waiters' wake-up (its bookkeeping is the least urgent), without the
+    // allocation on_abort needs:
     // set_owner_hook() installs the one function for the process (returns
     // the previous one), set_owner() names the owner, before the token is
     // shared.

@@ -20,11 +20,11 @@ struct ag_request_ctx {
     ag_monitor* monitor; /* what the watches below were made with */
     ag_watch_id watch;   /* 0 once the socket is no longer watched */
     unsigned watch_flags;
-    int forbidden;          /* AbortGuard Off: failed writes only */
-    int response_done;      /* EOS has passed: the handler's output is complete */
-    int tunnel;             /* mod_proxy made it a tunnel (101, CONNECT) */
-    int logged;             /* log_transaction ran: the request has ended for the API */
-    int skipped;            /* AbortGuardSkipAbandoned kept it from its handler */
+    int forbidden;           /* AbortGuard Off: failed writes only */
+    int response_done;       /* EOS has passed: the handler's output is complete */
+    int tunnel;              /* mod_proxy made it a tunnel (101, CONNECT) */
+    int logged;              /* log_transaction ran: the request has ended for the API */
+    int skipped;             /* AbortGuardSkipAbandoned kept it from its handler */
     ap_filter_t* tunnel_in;  /* reports the tunnel's client read errors; NULL when none */
     ap_filter_t* tunnel_out; /* ... and its client write errors */
 
@@ -63,8 +63,8 @@ void ag_request_register_filter(void) {
         ap_register_output_filter(AG_EOS_FILTER, ag_request_eos_filter, NULL, AP_FTYPE_PROTOCOL);
     tunnel_filter =
         ap_register_input_filter(AG_TUNNEL_FILTER, tunnel_in_filter, NULL, AP_FTYPE_CONNECTION);
-    tunnel_out_filter_rec = ap_register_output_filter(AG_TUNNEL_FILTER, tunnel_out_filter, NULL,
-                                                      AP_FTYPE_CONNECTION);
+    tunnel_out_filter_rec =
+        ap_register_output_filter(AG_TUNNEL_FILTER, tunnel_out_filter, NULL, AP_FTYPE_CONNECTION);
 }
 
 void ag_request_set_monitor(ag_monitor* monitor) {

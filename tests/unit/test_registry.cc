@@ -115,7 +115,7 @@ TEST(Registry, AThrowingCleanupIsLoggedByNameAndTheOthersRun) {
     EXPECT_EQ(ran, 2);
     EXPECT_EQ(sum.run, 4);
     EXPECT_EQ(sum.failed, 2);
-    EXPECT_TRUE(log.contains("the answer threw a non-standard exception"));
+    EXPECT_TRUE(log.contains("the answer threw: a non-standard exception"));
     // A static function has no dynamic symbol: it is named by file+offset.
     EXPECT_TRUE(log.contains("cleanup at " + self_exe_name() + "+0x")) << "dladdr locates it";
     EXPECT_TRUE(log.contains("threw: boom"));

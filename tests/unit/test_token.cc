@@ -269,7 +269,7 @@ TEST(TokenStop, ConcurrentStopAndAbortKeepBoth) {
     }
 }
 
-TEST(TokenHook, TellsTheOwnerOnceBeforeTheCallbacks) {
+TEST(TokenHook, TellsTheOwnerOnceAfterTheCallbacks) {
     struct Seen {
         int hook_calls = 0;
         Reason reason = Reason::kNone;
@@ -294,7 +294,7 @@ TEST(TokenHook, TellsTheOwnerOnceBeforeTheCallbacks) {
     Token::set_owner_hook(previous);
     EXPECT_EQ(seen.hook_calls, 1);
     EXPECT_EQ(seen.reason, Reason::kFin);
-    EXPECT_FALSE(seen.callback_first);
+    EXPECT_TRUE(seen.callback_first) << "the owner's bookkeeping comes last";
     EXPECT_TRUE(seen.callback_ran);
 }
 
