@@ -52,7 +52,7 @@
 extern "C" {
 #endif
 
-#define ABORTGUARD_VERSION "0.3.0"
+#include "abortguard_version.h" /* ABORTGUARD_VERSION */
 
 #define ABORTGUARD_ENV_ABORTED "ABORTGUARD_ABORTED"
 #define ABORTGUARD_ENV_REASON "ABORTGUARD_REASON"
@@ -90,8 +90,8 @@ typedef void abortguard_cleanup_fn(request_rec* r, void* data, int aborted);
  * its pools, filters or connection: the request thread is using them at the
  * same time. Signal your own thread-safe state (an atomic, an eventfd, a
  * condition variable) instead. `reason` is one of the AG reasons
- * (1 fin, 2 rst, 3 error, 4 timeout, 5 write). `data` must stay valid until
- * the request ends. */
+ * (1 fin, 2 rst, 3 error, 4 timeout, 5 write, 6 h2-reset, 7 server-stop).
+ * `data` must stay valid until the request ends. */
 typedef void abortguard_abort_fn(void* data, int reason);
 
 /* Nonzero once the client went away. Cheap (no syscall after the first call

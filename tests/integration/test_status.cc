@@ -180,6 +180,8 @@ TEST_P(StatusTest, JsonParsesWithEveryField) {
     auto j = Json::parse(r.body, &error);
     ASSERT_TRUE(j) << error << "\n" << r.body;
     EXPECT_EQ((*j)["module"].as_string(), "mod_abortguard");
+    // The version is said once, in configure.ac; the page must not drift.
+    EXPECT_EQ((*j)["version"].as_string(), PACKAGE_VERSION);
     EXPECT_TRUE((*j)["counters_available"].as_bool());
     EXPECT_GE((*j)["child_slots"].as_int(), 2);
     EXPECT_GE((*j)["child_slots_used"].as_int(), 1);
