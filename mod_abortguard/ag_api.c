@@ -8,9 +8,8 @@
 #include "util_filter.h"
 
 #include "ag_request.h"
-#include "mod_abortguard.h"
-
-APLOG_USE_MODULE(abortguard);
+#include "ag_private.h"
+#include "mod_abortguard.h" /* the public names implemented here */
 
 /* Every function starts monitoring on demand (see mod_abortguard.h). The
  * functions are static and named as their optional-function contract, which
@@ -234,7 +233,8 @@ static apr_status_t abortguard_unlock(abortguard_lock_t* lock) {
     return APR_SUCCESS;
 }
 
-void ag_api_register(void) {
+void ag_api_register_hooks(apr_pool_t* p) {
+    (void)p;
     APR_REGISTER_OPTIONAL_FN(abortguard_lock_file);
     APR_REGISTER_OPTIONAL_FN(abortguard_unlock);
     APR_REGISTER_OPTIONAL_FN(abortguard_aborted);

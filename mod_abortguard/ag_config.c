@@ -7,9 +7,7 @@
 #include "apr_strings.h"
 
 #include "agcore.h"
-#include "mod_abortguard.h"
-
-APLOG_USE_MODULE(abortguard);
+#include "ag_private.h"
 
 #define AG_DEFAULT_CLEANUP_WARN_NS APR_INT64_C(1000000000)
 #define AG_DEFAULT_GRACE_NS APR_INT64_C(30000000000)

@@ -19,9 +19,7 @@
 #include "ag_shm.h"
 #include "agstats.h"
 #include "scoreboard.h"
-#include "mod_abortguard.h"
-
-APLOG_USE_MODULE(abortguard);
+#include "ag_private.h"
 
 #define AG_CONN_FILTER "ABORTGUARD_CONN"
 

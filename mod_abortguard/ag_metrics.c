@@ -15,9 +15,7 @@
 #include "ag_shm.h"
 #include "ag_trust.h"
 #include "agmetrics.h"
-#include "mod_abortguard.h"
-
-APLOG_USE_MODULE(abortguard);
+#include "ag_private.h"
 
 static void write_page(const char* text, size_t len, void* ctx) {
     ap_rwrite(text, (int)len, ctx);

@@ -34,6 +34,8 @@
  * on the aborting thread (the monitor's), under the UpstreamCut's lock,
  * touching only the log copy and the client conn_rec's keepalive count,
  * both of which live as long as the request. */
+#include "ag_proxy.h"
+
 #include <string.h>
 
 #include "httpd.h"
@@ -44,11 +46,8 @@
 
 #include "mod_proxy.h"
 
-#include "ag_interop.h"
 #include "ag_request.h"
-#include "mod_abortguard.h"
-
-APLOG_USE_MODULE(abortguard);
+#include "ag_private.h"
 
 /* The level the proxy modules' complaints are lowered to: below error and
  * warn (notices are always written; debug lines go too). */

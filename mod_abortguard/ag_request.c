@@ -6,12 +6,12 @@
 #include "http_protocol.h"
 #include "http_request.h"
 
-#include "ag_interop.h"
+#include "ag_child.h"
+#include "ag_h2.h"
 #include "ag_lifecycle.h"
 #include "agstats.h"
-#include "mod_abortguard.h"
-
-APLOG_USE_MODULE(abortguard);
+#include "ag_private.h"
+#include "mod_abortguard.h" /* the public names implemented here */
 
 struct ag_request_ctx {
     request_rec* owner; /* owns the pool everything below lives in */
@@ -34,15 +34,11 @@ struct ag_request_ctx {
     ag_reason_e final_reason;
     int64_t final_aborted_at_ns;
 
-    /* Interop (ag_interop.h) */
     ag_watch_id stream_watch;     /* HTTP/2: the stream's aborted flag; 0 when none */
     apr_os_sock_t keepalive_fd;   /* AbortGuardKeepAlive: restore on this socket */
     ag_keepalive_saved keepalive; /* saved.saved 0: nothing to restore */
 };
 
-/* Written in child_init before any request thread exists; never cleared
- * (the monitor's memory outlives every request of the child). */
-static ag_monitor* child_monitor;
 /* The conn_config mark of a connection one of whose requests was watched. */
 static char watched_before;
 /* The request_config mark of a request that ended without a context: a
@@ -53,23 +49,6 @@ static char ended_unwatched;
 static ap_filter_rec_t* eos_filter;
 static ap_filter_rec_t* tunnel_filter;
 static ap_filter_rec_t* tunnel_out_filter_rec;
-
-static apr_status_t tunnel_in_filter(ap_filter_t* f, apr_bucket_brigade* bb, ap_input_mode_t mode,
-                                     apr_read_type_e block, apr_off_t readbytes);
-static apr_status_t tunnel_out_filter(ap_filter_t* f, apr_bucket_brigade* bb);
-
-void ag_request_register_filter(void) {
-    eos_filter =
-        ap_register_output_filter(AG_EOS_FILTER, ag_request_eos_filter, NULL, AP_FTYPE_PROTOCOL);
-    tunnel_filter =
-        ap_register_input_filter(AG_TUNNEL_FILTER, tunnel_in_filter, NULL, AP_FTYPE_CONNECTION);
-    tunnel_out_filter_rec =
-        ap_register_output_filter(AG_TUNNEL_FILTER, tunnel_out_filter, NULL, AP_FTYPE_CONNECTION);
-}
-
-void ag_request_set_monitor(ag_monitor* monitor) {
-    child_monitor = monitor;
-}
 
 /* Monitor thread. The conn_rec outlives the watch: unwatch is synchronous
  * and runs before the request pool (let alone the connection's) is gone. */
@@ -140,16 +119,39 @@ static void stop_tunnel_filter(ag_request_ctx* ctx) {
     }
 }
 
+/* AbortGuardKeepAlive on the watched client socket: a client that vanished
+ * without a FIN or RST (a dead peer, a dropped route) shows as an error
+ * once the probes go unanswered. Logs (info) and goes on without when the
+ * socket refuses. */
+static void keepalive_start(ag_request_ctx* ctx, apr_os_sock_t fd) {
+    int idle_s, interval_s, count, rv;
+    ctx->keepalive.saved = 0;
+    ctx->keepalive_fd = fd;
+    if (!ag_config_keepalive(ctx->conf, &idle_s, &interval_s, &count)) {
+        return;
+    }
+    rv = ag_keepalive_apply(fd, idle_s, interval_s, count, &ctx->keepalive);
+    if (rv != 0) {
+        ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, ctx->owner,
+                      "AG0206: cannot set TCP keepalive on the client socket; a vanished client "
+                      "will not be noticed for this request");
+    }
+}
+
+/* The connection may serve more requests: its socket gets its own settings
+ * back. Harmless when nothing was applied. */
+static void keepalive_stop(ag_request_ctx* ctx) {
+    ag_keepalive_restore(ctx->keepalive_fd, &ctx->keepalive);
+}
+
 static void stop_watching(ag_request_ctx* ctx) {
     if (ctx->watch != 0) {
         ag_monitor_unwatch(ctx->monitor, ctx->watch);
         ctx->watch = 0;
-        ag_keepalive_stop(ctx->keepalive_fd, &ctx->keepalive);
+        keepalive_stop(ctx);
     }
-    if (ctx->stream_watch != 0) {
-        ag_stream_unwatch(ctx->monitor, ctx->stream_watch);
-        ctx->stream_watch = 0;
-    }
+    ag_h2_unwatch_stream(ctx->stream_watch);
+    ctx->stream_watch = 0;
 }
 
 int ag_request_live(const ag_request_ctx* ctx) {
@@ -331,9 +333,8 @@ static unsigned watch_flags(const ag_request_ctx* ctx, conn_rec* c) {
 }
 
 static void watch_stream(ag_request_ctx* ctx, conn_rec* c) {
-    if (ctx->monitor != NULL && !ctx->forbidden && c->master != NULL &&
-        ag_stream_watch(ctx->monitor, c, ctx->state, &ctx->stream_watch) != 0) {
-        ctx->stream_watch = 0;
+    if (!ctx->forbidden && c->master != NULL) {
+        ag_h2_watch_stream(c, ctx->state, &ctx->stream_watch);
     }
 }
 
@@ -342,7 +343,7 @@ static void watch_socket(ag_request_ctx* ctx) {
     apr_os_sock_t fd;
     int rv;
 
-    ctx->monitor = child_monitor;
+    ctx->monitor = ag_child_monitor();
     watch_stream(ctx, c);
     if (ctx->monitor == NULL || !client_fd(ctx, &fd)) {
         return;
@@ -359,8 +360,7 @@ static void watch_socket(ag_request_ctx* ctx) {
         return;
     }
     ap_set_module_config(c->conn_config, &abortguard_module, &watched_before);
-    ctx->keepalive_fd = fd;
-    ag_keepalive_start(ctx->owner, ctx->conf, fd, &ctx->keepalive);
+    keepalive_start(ctx, fd);
 }
 
 void ag_request_enter_tunnel(ag_request_ctx* ctx) {
@@ -375,7 +375,7 @@ void ag_request_enter_tunnel(ag_request_ctx* ctx) {
     }
     ag_monitor_unwatch(ctx->monitor, ctx->watch);
     ctx->watch = 0;
-    ag_keepalive_stop(ctx->keepalive_fd, &ctx->keepalive);
+    keepalive_stop(ctx);
     watch_socket(ctx);
     ap_log_rerror(APLOG_MARK, APLOG_DEBUG, 0, ctx->owner,
                   "AG0205: the request is now a tunnel: a client half-close is not an abort");
@@ -453,7 +453,7 @@ static apr_status_t mark_ended_cleanup(void* data) {
     return APR_SUCCESS;
 }
 
-int ag_request_create(request_rec* r) {
+static int request_created(request_rec* r) {
     if (r->main == NULL && r->prev == NULL) {
         apr_pool_pre_cleanup_register(r->pool, r, mark_ended_cleanup);
     }
@@ -469,7 +469,7 @@ static int abandoned(ag_request_ctx* ctx) {
            ag_request_probe_socket(ctx);
 }
 
-int ag_request_fixups(request_rec* r) {
+static int fixups(request_rec* r) {
     ag_request_ctx* ctx;
     if (r->main != NULL ||
         (ctx = ag_request_ctx_get(r, ag_config_enabled(ag_config_for(r)), NULL)) == NULL ||
@@ -497,7 +497,7 @@ int ag_request_fixups(request_rec* r) {
 /* The handler's output is complete once EOS passes: from here on a FIN is
  * the normal end of a keep-alive or lingering-close connection. Before
  * that, a 101 response turns the request into a tunnel. */
-apr_status_t ag_request_eos_filter(ap_filter_t* f, apr_bucket_brigade* bb) {
+static apr_status_t eos_filter_fn(ap_filter_t* f, apr_bucket_brigade* bb) {
     ag_request_ctx* ctx = f->ctx;
     apr_bucket* b;
 
@@ -520,9 +520,18 @@ apr_status_t ag_request_eos_filter(ap_filter_t* f, apr_bucket_brigade* bb) {
     return ap_pass_brigade(f->next, bb);
 }
 
-static void publish(request_rec* r, const char* reason, int skipped) {
-    /* mod_log_config reads %{...}e from the final request of a redirect
-     * chain; set it on every request of the chain. */
+/* What the access log shows of an aborted request: the environment
+ * variables (on every request of the redirect chain starting at `r`:
+ * mod_log_config reads %{...}e from the final one) and, with
+ * AbortGuardLogStatus, the status of `last`, the final one. Every abort the
+ * module records means the response did not complete: the monitor stops
+ * watching when the response's EOS leaves the handler, and a failed write
+ * means bytes did not reach the client. */
+static void publish_outcome(request_rec* r, request_rec* last, const char* reason, int skipped) {
+    int status = ag_config_log_status(ag_config_for(last));
+    if (status != 0) {
+        last->status = status;
+    }
     for (; r != NULL; r = r->next) {
         apr_table_setn(r->subprocess_env, ABORTGUARD_ENV_ABORTED, "1");
         apr_table_setn(r->subprocess_env, ABORTGUARD_ENV_REASON, reason);
@@ -532,7 +541,7 @@ static void publish(request_rec* r, const char* reason, int skipped) {
     }
 }
 
-int ag_request_log_transaction(request_rec* r) {
+static int log_transaction(request_rec* r) {
     request_rec* last = r;
     ag_request_ctx* ctx;
     const char* reason;
@@ -551,8 +560,7 @@ int ag_request_log_transaction(request_rec* r) {
         return DECLINED;
     }
     reason = ag_reason_name(ag_request_reason(ctx));
-    publish(r, reason, ctx->skipped);
-    ag_log_status(last);
+    publish_outcome(r, last, reason, ctx->skipped);
     ap_log_rerror(
         APLOG_MARK, APLOG_DEBUG, 0, r,
         "AG0201: client went away (%s) %" APR_INT64_T_FMT " ms into the request", reason,
@@ -560,4 +568,18 @@ int ag_request_log_transaction(request_rec* r) {
             ? (ag_state_aborted_at_ns(ctx->state) - ag_state_start_ns(ctx->state)) / 1000000
             : 0);
     return DECLINED;
+}
+
+void ag_request_register_hooks(apr_pool_t* p) {
+    (void)p;
+    ap_hook_create_request(request_created, NULL, NULL, APR_HOOK_MIDDLE);
+    /* Last, so that redirects made by other fixups (mod_dir) are settled. */
+    ap_hook_fixups(fixups, NULL, NULL, APR_HOOK_REALLY_LAST);
+    /* Before mod_log_config writes the line. */
+    ap_hook_log_transaction(log_transaction, NULL, NULL, APR_HOOK_REALLY_FIRST);
+    eos_filter = ap_register_output_filter(AG_EOS_FILTER, eos_filter_fn, NULL, AP_FTYPE_PROTOCOL);
+    tunnel_filter =
+        ap_register_input_filter(AG_TUNNEL_FILTER, tunnel_in_filter, NULL, AP_FTYPE_CONNECTION);
+    tunnel_out_filter_rec =
+        ap_register_output_filter(AG_TUNNEL_FILTER, tunnel_out_filter, NULL, AP_FTYPE_CONNECTION);
 }

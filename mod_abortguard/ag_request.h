@@ -26,11 +26,9 @@
 
 typedef struct ag_request_ctx ag_request_ctx;
 
-/* Registers the EOS filter; from register_hooks. */
-void ag_request_register_filter(void);
-
-/* The child's monitor, or NULL when it could not start (set in child_init). */
-void ag_request_set_monitor(ag_monitor* monitor);
+/* The request hooks (create_request, fixups, log_transaction) and the
+ * filters; from the module's register_hooks. */
+void ag_request_register_hooks(apr_pool_t* p);
 
 /* The context of the request `r` belongs to (a subrequest's main request,
  * through internal redirects). With `create`, one is made if missing --
@@ -67,11 +65,5 @@ int ag_request_probe_socket(ag_request_ctx* ctx);
  * tunnel forwards; only a reset or an error means it vanished. The socket
  * is watched that way from now on. */
 void ag_request_enter_tunnel(ag_request_ctx* ctx);
-
-/* create_request hook: every request records its end (see mark_ended). */
-int ag_request_create(request_rec* r);
-int ag_request_fixups(request_rec* r);
-int ag_request_log_transaction(request_rec* r);
-apr_status_t ag_request_eos_filter(ap_filter_t* f, apr_bucket_brigade* bb);
 
 #endif /* AG_REQUEST_H */

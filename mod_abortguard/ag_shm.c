@@ -16,9 +16,7 @@
 #include <unistd.h>
 
 #include "agstats.h"
-#include "mod_abortguard.h"
-
-APLOG_USE_MODULE(abortguard);
+#include "ag_private.h"
 
 /* The process pool's userdata key of the segment. */
 #define AG_SHM_KEY "mod_abortguard:stats-shm"
@@ -152,7 +150,8 @@ static void child_init(apr_pool_t* pchild, server_rec* s) {
     }
 }
 
-void ag_shm_register_hooks(void) {
+void ag_shm_register_hooks(apr_pool_t* p) {
+    (void)p;
     ap_hook_post_config(post_config, NULL, NULL, APR_HOOK_MIDDLE);
     /* First, so that requests and the monitor count from the start. */
     ap_hook_child_init(child_init, NULL, NULL, APR_HOOK_FIRST);

@@ -15,6 +15,6 @@
 void* ag_shm_block(void);
 
 /* Registers the post_config and child_init hooks. */
-void ag_shm_register_hooks(void);
+void ag_shm_register_hooks(apr_pool_t* p);
 
 #endif /* AG_SHM_H */

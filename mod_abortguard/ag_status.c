@@ -22,53 +22,6 @@
 
 typedef enum { AG_FORMAT_HTML, AG_FORMAT_AUTO, AG_FORMAT_JSON } ag_format_e;
 
-static const char* const counter_labels[AG_STAT_COUNT] = {"Requests monitored",
-                                                          "Cleanups run",
-                                                          "Cleanups failed",
-                                                          "Cleanups slow",
-                                                          "Locks released by abort",
-                                                          "Stop notices",
-                                                          "Grace period actions",
-                                                          "Terminations",
-                                                          "Terminations refused by the rate bound",
-                                                          "Requests cut at exit",
-                                                          "Requests skipped",
-                                                          "Backend connections cut",
-                                                          "Cleanups succeeded"};
-
-const char* ag_status_counter_label(ag_stat_e which) {
-    return (unsigned)which < AG_STAT_COUNT ? counter_labels[which] : "Unknown";
-}
-
-static const char* const latency_labels[AG_LATENCY_COUNT] = {
-    "Detection latency", "Request to abort latency", "Work after abort"};
-
-static const char* const latency_meanings[AG_LATENCY_COUNT] = {
-    "from the kernel reporting the close to the request being marked aborted",
-    "from the start of the request to the abort being detected",
-    "from the abort to the end of the request: how long the server kept working for a client "
-    "that had left"};
-
-const char* ag_status_latency_label(ag_latency_e which) {
-    return (unsigned)which < AG_LATENCY_COUNT ? latency_labels[which] : "Unknown";
-}
-
-const char* ag_status_latency_meaning(ag_latency_e which) {
-    return (unsigned)which < AG_LATENCY_COUNT ? latency_meanings[which] : "unknown";
-}
-
-const char* ag_status_reason_name(int reason) {
-    const char* name;
-    if (reason == AG_STATS_REASONS - 1) {
-        return "other";
-    }
-    if (reason <= AG_REASON_NONE || reason >= AG_STATS_REASONS) {
-        return NULL;
-    }
-    name = ag_reason_name((ag_reason_e)reason);
-    return strcmp(name, "unknown") == 0 ? NULL : name;
-}
-
 /* ------------------------------------------------------------ in flight */
 
 typedef struct {
@@ -123,7 +76,6 @@ static void gather_inflight(ag_status_view* v, request_rec* r) {
     qsort(c.into->elts, (size_t)c.into->nelts, sizeof(ag_inflight_info), older_first);
     v->flight = c.into;
     v->inflight_total = c.total;
-    v->have_inflight = 1;
 }
 
 ag_status_view* ag_status_view_gather(request_rec* r) {

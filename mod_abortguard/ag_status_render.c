@@ -9,11 +9,62 @@
 #include "http_protocol.h"
 #include "util_time.h"
 
+#include <string.h>
+
+#include "abortguard_version.h"
 #include "ag_json.h"
-#include "mod_abortguard.h"
 
 #define U64 "%" APR_UINT64_T_FMT
 #define I64 "%" APR_INT64_T_FMT
+
+/* -------------------------------------------------------------- labels */
+
+static const char* const counter_labels[AG_STAT_COUNT] = {"Requests monitored",
+                                                          "Cleanups run",
+                                                          "Cleanups failed",
+                                                          "Cleanups slow",
+                                                          "Locks released by abort",
+                                                          "Stop notices",
+                                                          "Grace period actions",
+                                                          "Terminations",
+                                                          "Terminations refused by the rate bound",
+                                                          "Requests cut at exit",
+                                                          "Requests skipped",
+                                                          "Backend connections cut",
+                                                          "Cleanups succeeded"};
+
+static const char* ag_status_counter_label(ag_stat_e which) {
+    return (unsigned)which < AG_STAT_COUNT ? counter_labels[which] : "Unknown";
+}
+
+static const char* const latency_labels[AG_LATENCY_COUNT] = {
+    "Detection latency", "Request to abort latency", "Work after abort"};
+
+static const char* const latency_meanings[AG_LATENCY_COUNT] = {
+    "from the kernel reporting the close to the request being marked aborted",
+    "from the start of the request to the abort being detected",
+    "from the abort to the end of the request: how long the server kept working for a client "
+    "that had left"};
+
+static const char* ag_status_latency_label(ag_latency_e which) {
+    return (unsigned)which < AG_LATENCY_COUNT ? latency_labels[which] : "Unknown";
+}
+
+static const char* ag_status_latency_meaning(ag_latency_e which) {
+    return (unsigned)which < AG_LATENCY_COUNT ? latency_meanings[which] : "unknown";
+}
+
+static const char* ag_status_reason_name(int reason) {
+    const char* name;
+    if (reason == AG_STATS_REASONS - 1) {
+        return "other";
+    }
+    if (reason <= AG_REASON_NONE || reason >= AG_STATS_REASONS) {
+        return NULL;
+    }
+    name = ag_reason_name((ag_reason_e)reason);
+    return strcmp(name, "unknown") == 0 ? NULL : name;
+}
 
 /* ------------------------------------------------------------- helpers */
 
@@ -149,9 +200,7 @@ void ag_status_render_auto(request_rec* r, const ag_status_view* v, const char* 
     for (i = 0; i < AG_LATENCY_COUNT; ++i) {
         auto_histogram(r, prefix, (ag_latency_e)i, &s->latency[i], with_buckets);
     }
-    if (v->have_inflight) {
-        ap_rprintf(r, "%sIn flight: %d\n", prefix, v->inflight_total);
-    }
+    ap_rprintf(r, "%sIn flight: %d\n", prefix, v->inflight_total);
     auto_handlers(r, v, prefix);
 }
 
@@ -189,10 +238,10 @@ static void json_locks(request_rec* r, const ag_status_view* v, const ag_infligh
 static void json_inflight(request_rec* r, const ag_status_view* v) {
     int i;
     ap_rprintf(r,
-               "\"inflight\":{\"available\":%s,\"pid\":%d,\"scope\":\"%s\",\"total\":%d,"
+               "\"inflight\":{\"available\":true,\"pid\":%d,\"scope\":\"%s\",\"total\":%d,"
                "\"shown\":%d,\"requests\":[",
-               v->have_inflight ? "true" : "false", (int)v->pid,
-               v->vhost_only ? "virtual-host" : "server", v->inflight_total, v->flight->nelts);
+               (int)v->pid, v->vhost_only ? "virtual-host" : "server", v->inflight_total,
+               v->flight->nelts);
     for (i = 0; i < v->flight->nelts; ++i) {
         const ag_inflight_info* f = &APR_ARRAY_IDX(v->flight, i, ag_inflight_info);
         const char* reason = inflight_reason(f);
@@ -446,10 +495,6 @@ static void html_inflight(request_rec* r, const ag_status_view* v) {
     ap_rprintf(r, "<h2>In-flight monitored requests of child %d</h2>\n", (int)v->pid);
     if (show_handlers(v)) {
         ap_rprintf(r, "<p>In flight in all children: " U64 ".</p>\n", v->stats.in_flight);
-    }
-    if (!v->have_inflight) {
-        ap_rputs("<p>Not available in this build.</p>\n", r);
-        return;
     }
     if (v->vhost_only) {
         ap_rputs(

@@ -14,7 +14,6 @@
 typedef struct {
     int have_counters; /* the shared memory exists */
     ag_stats_snapshot stats;
-    int have_inflight;          /* the core can list in-flight requests */
     apr_array_header_t* flight; /* of ag_inflight_info, oldest first, at most
                                    AG_STATUS_MAX_INFLIGHT */
     int inflight_total;         /* in flight in scope, shown or not */
@@ -31,16 +30,6 @@ typedef struct {
 #define AG_STATUS_MAX_INFLIGHT 100
 
 ag_status_view* ag_status_view_gather(request_rec* r);
-
-/* Labels shared by the outputs. "Requests monitored", ... */
-const char* ag_status_counter_label(ag_stat_e which);
-/* "Detection latency", "Request to abort latency" */
-const char* ag_status_latency_label(ag_latency_e which);
-/* What the latency measures, for humans. */
-const char* ag_status_latency_meaning(ag_latency_e which);
-/* The reason's name for reasons the core knows ("fin", ...), NULL for an
- * unused entry; the last entry collects unknown reasons ("other"). */
-const char* ag_status_reason_name(int reason);
 
 /* The renderers (ag_status_render.c). `prefix` starts every ?auto key. */
 void ag_status_render_html(request_rec* r, const ag_status_view* v);

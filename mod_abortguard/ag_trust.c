@@ -46,6 +46,7 @@ int ag_trust_from_config(const request_rec* r) {
            apr_hash_get(trusted_handlers, &d->expr_handler, sizeof(d->expr_handler)) != NULL;
 }
 
-void ag_trust_register_hooks(void) {
+void ag_trust_register_hooks(apr_pool_t* p) {
+    (void)p;
     ap_hook_post_config(collect_trusted, NULL, NULL, APR_HOOK_MIDDLE);
 }

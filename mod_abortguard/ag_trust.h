@@ -23,6 +23,6 @@ int ag_trust_from_config(const request_rec* r);
 
 /* Registers the post_config hook that collects the trusted expressions;
  * from the module's register_hooks. */
-void ag_trust_register_hooks(void);
+void ag_trust_register_hooks(apr_pool_t* p);
 
 #endif /* AG_TRUST_H */

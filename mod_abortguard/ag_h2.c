@@ -1,19 +1,15 @@
-/* HTTP/2 streams, TCP keepalive and the logged status of aborted requests
- * (see ag_interop.h). */
-#include "ag_interop.h"
+/* HTTP/2 streams (see ag_h2.h). */
+#include "ag_h2.h"
 
-#include "http_config.h"
 #include "http_connection.h"
-#include "http_log.h"
 #include "http_request.h"
 
-#include "mod_abortguard.h"
+#include <errno.h>
 
-APLOG_USE_MODULE(abortguard);
+#include "ag_child.h"
+#include "ag_private.h"
 
-/* ---- HTTP/2 ------------------------------------------------------------
- *
- * mod_http2 sets a stream's c2->aborted on the client connection's thread
+/* mod_http2 sets a stream's c2->aborted on the client connection's thread
  * (c1) while it processes the client's frames: an RST_STREAM, a GOAWAY, the
  * connection's end. No hook says so. What we can see is c1 reading those
  * frames through its input filters: when c1 reads again, it has processed
@@ -23,18 +19,18 @@ APLOG_USE_MODULE(abortguard);
 
 #define AG_H2_FILTER "ABORTGUARD_H2"
 
-/* Written in register_hooks/post_config/child_init, read-only after. */
+/* Written in register_hooks and post_config, read-only after. */
 static ap_filter_rec_t* h2_filter;
 static int h2_loaded;
-static ag_monitor* h2_monitor;
 
 /* c1's thread: `read_before` -- the previous read returned frames. */
 static apr_status_t h2_c1_filter(ap_filter_t* f, apr_bucket_brigade* bb, ap_input_mode_t mode,
                                  apr_read_type_e block, apr_off_t readbytes) {
     int* read_before = f->ctx;
+    ag_monitor* monitor = ag_child_monitor();
     apr_status_t rv;
-    if (*read_before && h2_monitor != NULL) {
-        ag_monitor_nudge_flags(h2_monitor); /* they have been processed by now */
+    if (*read_before && monitor != NULL) {
+        ag_monitor_nudge_flags(monitor); /* they have been processed by now */
     }
     rv = ap_get_brigade(f->next, bb, mode, block, readbytes);
     *read_before = rv == APR_SUCCESS && !APR_BRIGADE_EMPTY(bb);
@@ -42,8 +38,8 @@ static apr_status_t h2_c1_filter(ap_filter_t* f, apr_bucket_brigade* bb, ap_inpu
      * read returns: a busy c1 may poll its streams' output before it reads
      * again, so the monitor also looks a few times over the next
      * milliseconds. Only while a stream's flag is watched. */
-    if (h2_monitor != NULL && (*read_before || (rv != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(rv)))) {
-        ag_monitor_nudge_flags_soon(h2_monitor);
+    if (monitor != NULL && (*read_before || (rv != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(rv)))) {
+        ag_monitor_nudge_flags_soon(monitor);
     }
     return rv;
 }
@@ -58,8 +54,9 @@ static int h2_pre_connection(conn_rec* c, void* csd) {
 
 /* mod_http2 has aborted the connection's streams by the time it is closed. */
 static int h2_pre_close(conn_rec* c) {
-    if (h2_loaded && c->master == NULL && h2_monitor != NULL) {
-        ag_monitor_nudge_flags(h2_monitor);
+    ag_monitor* monitor = ag_child_monitor();
+    if (h2_loaded && c->master == NULL && monitor != NULL) {
+        ag_monitor_nudge_flags(monitor);
     }
     return DECLINED;
 }
@@ -73,11 +70,7 @@ static int h2_post_config(apr_pool_t* pconf, apr_pool_t* plog, apr_pool_t* ptemp
     return OK;
 }
 
-void ag_h2_child_init(ag_monitor* m) {
-    h2_monitor = m;
-}
-
-void ag_interop_register_hooks(apr_pool_t* p) {
+void ag_h2_register_hooks(apr_pool_t* p) {
     (void)p;
     h2_filter = ap_register_input_filter(AG_H2_FILTER, h2_c1_filter, NULL, AP_FTYPE_CONNECTION);
     ap_hook_post_config(h2_post_config, NULL, NULL, APR_HOOK_MIDDLE);
@@ -87,39 +80,17 @@ void ag_interop_register_hooks(apr_pool_t* p) {
 
 /* The flag watch aborts the token; c2->aborted is already set (mod_http2
  * set it), so there is nothing to mark: no callback. */
-int ag_stream_watch(ag_monitor* m, conn_rec* c2, ag_state* state, ag_watch_id* id) {
-    return ag_monitor_watch_flag(m, &c2->aborted, AG_REASON_H2_RESET, state, NULL, NULL, id);
-}
-
-void ag_stream_unwatch(ag_monitor* m, ag_watch_id id) {
-    ag_monitor_unwatch_flag(m, id);
-}
-
-void ag_keepalive_start(request_rec* r, const ag_dir_config* conf, int fd,
-                        ag_keepalive_saved* saved) {
-    int idle_s, interval_s, count, rv;
-    saved->saved = 0;
-    if (!ag_config_keepalive(conf, &idle_s, &interval_s, &count)) {
-        return;
+int ag_h2_watch_stream(conn_rec* c2, ag_state* state, ag_watch_id* id) {
+    ag_monitor* monitor = ag_child_monitor();
+    *id = 0;
+    if (monitor == NULL) {
+        return ENOENT;
     }
-    rv = ag_keepalive_apply(fd, idle_s, interval_s, count, saved);
-    if (rv != 0) {
-        ap_log_rerror(APLOG_MARK, APLOG_INFO, rv, r,
-                      "AG0206: cannot set TCP keepalive on the client socket; a vanished client "
-                      "will not be noticed for this request");
-    }
+    return ag_monitor_watch_flag(monitor, &c2->aborted, AG_REASON_H2_RESET, state, NULL, NULL, id);
 }
 
-void ag_keepalive_stop(int fd, ag_keepalive_saved* saved) {
-    ag_keepalive_restore(fd, saved);
-}
-
-/* Every abort the module records means the response did not complete: the
- * monitor stops watching when the response's EOS leaves the handler, and a
- * failed write (reason "write") means bytes did not reach the client. */
-void ag_log_status(request_rec* last) {
-    int status = ag_config_log_status(ag_config_for(last));
-    if (status != 0) {
-        last->status = status;
+void ag_h2_unwatch_stream(ag_watch_id id) {
+    if (id != 0) {
+        ag_monitor_unwatch_flag(ag_child_monitor(), id);
     }
 }
