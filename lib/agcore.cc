@@ -24,6 +24,30 @@ using abortguard::Monitor;
 using abortguard::Reason;
 using abortguard::RequestState;
 
+// The C enums below are the C++ ones, cast across the boundary: a value
+// added to one side and not the other must not compile.
+#define AG_SAME(c_value, cxx_value) \
+    static_assert(static_cast<int>(c_value) == static_cast<int>(cxx_value), #c_value)
+AG_SAME(AG_REASON_NONE, Reason::kNone);
+AG_SAME(AG_REASON_FIN, Reason::kFin);
+AG_SAME(AG_REASON_RST, Reason::kRst);
+AG_SAME(AG_REASON_ERROR, Reason::kError);
+AG_SAME(AG_REASON_TIMEOUT, Reason::kTimeout);
+AG_SAME(AG_REASON_WRITE, Reason::kWrite);
+AG_SAME(AG_REASON_H2_RESET, Reason::kH2Reset);
+AG_SAME(AG_REASON_SERVER_STOP, Reason::kServerStop);
+AG_SAME(AG_LOG_ERROR, abortguard::log::Level::kError);
+AG_SAME(AG_LOG_WARN, abortguard::log::Level::kWarn);
+AG_SAME(AG_LOG_NOTICE, abortguard::log::Level::kNotice);
+AG_SAME(AG_LOG_INFO, abortguard::log::Level::kInfo);
+AG_SAME(AG_LOG_DEBUG, abortguard::log::Level::kDebug);
+AG_SAME(AG_LOG_TRACE, abortguard::log::Level::kTrace);
+AG_SAME(AG_WHEN_ON_ABORT, abortguard::CleanupWhen::kOnAbort);
+AG_SAME(AG_WHEN_ON_SUCCESS, abortguard::CleanupWhen::kOnSuccess);
+AG_SAME(AG_WHEN_ALWAYS, abortguard::CleanupWhen::kAlways);
+AG_SAME(AG_STATE_STOP_ABORTS, RequestState::kStopAborts);
+#undef AG_SAME
+
 struct ag_monitor {
     std::unique_ptr<Monitor> impl;
     // Never destroyed before the process exits (nor is the monitor).
@@ -37,7 +61,6 @@ struct ag_state {
     ag_state(const char* uri, const char* handler, unsigned flags, uint64_t vhost)
         : impl(uri, handler, flags, vhost) {}
 };
-// ag_lock is never defined: an ag_lock* is a RequestState::HeldLock*.
 
 namespace {
 
@@ -204,10 +227,6 @@ void ag_lifecycle_note_child_cleanup(ag_lifecycle* l) {
     l->impl->note_child_cleanup();
 }
 
-int ag_lifecycle_stopping(const ag_lifecycle* l) {
-    return l->impl->stopping() ? 1 : 0;
-}
-
 int ag_lifecycle_draining(const ag_lifecycle* l) {
     return l->impl->draining() ? 1 : 0;
 }
@@ -311,10 +330,12 @@ int ag_state_add_cleanup(ag_state* s, ag_cleanup_fn* tramp, ag_any_fn* user, voi
     try {
         // 2: run by the monitor thread for a terminate grace action.
         auto call = [tramp, user, arg1, arg2](bool aborted) {
-            tramp(user, arg1, arg2, aborted ? (abortguard::Lifecycle::in_terminate() ? 2 : 1) : 0);
+            tramp(
+                user, arg1, arg2,
+                aborted ? (abortguard::Lifecycle::in_terminate() ? AG_ABORTED_TERMINATING : 1) : 0);
         };
         return errno_or_zero(
-            s->impl.add_cleanup(call, static_cast<abortguard::When>(when), identity));
+            s->impl.add_cleanup(call, static_cast<abortguard::CleanupWhen>(when), identity));
     } catch (...) {
         return ENOMEM;
     }
@@ -337,7 +358,7 @@ int ag_state_lock_file(ag_state* s, const char* path, int exclusive, int64_t tim
         abortguard::Status st = s->impl.lock_file(path, mode, deadline, warn_ns, &held);
         if (!st.is_ok())
             return errno_of(st);
-        *out = ag_lock_ref{reinterpret_cast<ag_lock*>(held.rec), held.gen};
+        *out = ag_lock_ref{s, held.slot, held.gen};
         return 0;
     } catch (...) {
         return ENOMEM;
@@ -345,8 +366,8 @@ int ag_state_lock_file(ag_state* s, const char* path, int exclusive, int64_t tim
 }
 
 void ag_lock_release(ag_lock_ref lock) {
-    RequestState::release_lock(
-        RequestState::LockRef{reinterpret_cast<RequestState::HeldLock*>(lock.rec), lock.gen});
+    if (lock.state != nullptr)
+        RequestState::release_lock(RequestState::LockRef{&lock.state->impl, lock.slot, lock.gen});
 }
 
 void ag_inflight_foreach(ag_inflight_fn* fn, void* ctx) {

@@ -15,11 +15,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "inflight.h" /* ag_inflight_info */
+
 #ifdef __cplusplus
 extern "C" {
 #endif
 
-/* Mirrors abortguard::Reason. */
+/* Mirrors abortguard::Reason (checked in agcore.cc). */
 typedef enum {
     AG_REASON_NONE = 0,
     AG_REASON_FIN = 1,
@@ -31,7 +33,7 @@ typedef enum {
     AG_REASON_SERVER_STOP = 7
 } ag_reason_e;
 
-/* Mirrors abortguard::log::Level. */
+/* Mirrors abortguard::log::Level (checked in agcore.cc). */
 typedef enum {
     AG_LOG_ERROR = 0,
     AG_LOG_WARN,
@@ -44,11 +46,12 @@ typedef enum {
 typedef struct ag_monitor ag_monitor;
 typedef struct ag_lifecycle ag_lifecycle; /* the child's stop/grace/exit logic */
 typedef struct ag_state ag_state;         /* one request: token, cleanups, locks */
-typedef struct ag_lock ag_lock;           /* a lock record of a request, reused once released */
-/* A file lock bound to a request: the record and its generation (a handle
- * whose lock was released and whose record was reused is stale: ignored). */
+/* A file lock bound to a request: its state, the lock record's slot there
+ * and the record's generation (records are reused once released: a handle
+ * whose record now holds another lock is stale, and ignored). */
 typedef struct {
-    ag_lock* rec;
+    ag_state* state; /* NULL: no lock */
+    uint32_t slot;
     uint32_t gen;
 } ag_lock_ref;
 typedef uint64_t ag_watch_id;
@@ -63,12 +66,14 @@ typedef void ag_log_sink_fn(ag_log_level_e level, const char* message, void* ctx
 typedef void ag_abort_fn(void* arg, int reason);
 /* A cleanup: the caller's trampoline gets back the caller's function (cast
  * to a generic function pointer, which C allows and reverses) and two
- * arguments. aborted: 0, 1, or 2 when a terminate grace action runs it on
- * the monitor thread (the public ABORTGUARD_ABORTED_TERMINATING). */
+ * arguments. aborted: 0, 1, or AG_ABORTED_TERMINATING when a terminate
+ * grace action runs it on the monitor thread. */
+#define AG_ABORTED_TERMINATING 2 /* the public ABORTGUARD_ABORTED_TERMINATING */
 typedef void ag_any_fn(void);
 typedef void ag_cleanup_fn(ag_any_fn* user, void* arg1, void* arg2, int aborted);
 
-/* Mirrors abortguard::When; equal to the public ABORTGUARD_ON_* values. */
+/* Mirror abortguard::CleanupWhen (checked in agcore.cc); equal to the
+ * public ABORTGUARD_ON_* values (checked in ag_api.c). */
 #define AG_WHEN_ON_ABORT 1
 #define AG_WHEN_ON_SUCCESS 2
 #define AG_WHEN_ALWAYS 3
@@ -80,28 +85,6 @@ typedef struct {
     int64_t total_ns;
     int64_t slowest_ns;
 } ag_registry_summary;
-
-/* One in-flight request, as the status page shows it. */
-typedef struct {
-    uint64_t vhost;           /* the creator's name for its virtual host */
-    int64_t start_ns;         /* CLOCK_MONOTONIC */
-    int64_t aborted_at_ns;    /* 0 while running */
-    int reason;               /* ag_reason_e */
-    int stopping;             /* the stop notice reached it */
-    int response_done;        /* the handler's response is complete */
-    int64_t ending_since_ns;  /* its cleanups began (the request ends); 0 before */
-    int64_t cleanup_since_ns; /* the cleanup named below runs since; 0: none */
-    char cleanup[96];
-    char uri[128]; /* truncated copy */
-    char handler[48];
-    int nlocks; /* locks held, up to 4 listed */
-    struct {
-        char path[128];
-        int exclusive;
-        int64_t since_ns;
-    } locks[4];
-} ag_inflight_info;
-typedef void ag_inflight_fn(const ag_inflight_info* info, void* ctx);
 
 /* Installs the core's log sink; before any other thread runs. */
 void ag_log_set_sink(ag_log_sink_fn* sink, void* ctx, ag_log_level_e max_level);
@@ -173,7 +156,6 @@ int ag_lifecycle_start(ag_monitor* m, const ag_lifecycle_config* config, ag_life
 void ag_lifecycle_notify_stop(ag_lifecycle* l, int graceful);
 void ag_lifecycle_notify_exit(ag_lifecycle* l);
 void ag_lifecycle_note_child_cleanup(ag_lifecycle* l);
-int ag_lifecycle_stopping(const ag_lifecycle* l);
 /* A terminate began the drain: take no new work. Any thread. */
 int ag_lifecycle_draining(const ag_lifecycle* l);
 /* The child's exit has begun (its pool's teardown; under prefork, often

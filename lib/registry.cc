@@ -13,7 +13,8 @@
 
 namespace abortguard {
 
-bool CleanupRegistry::add(Fn fn, When when, const void* identity, std::string label) noexcept {
+bool CleanupRegistry::add(Fn fn, CleanupWhen when, const void* identity,
+                          std::string label) noexcept {
     try {
         std::lock_guard<std::mutex> lock(mu_);
         if (done_)
@@ -25,7 +26,7 @@ bool CleanupRegistry::add(Fn fn, When when, const void* identity, std::string la
     }
 }
 
-CleanupRegistry::Added CleanupRegistry::add_bounded(Fn fn, When when, const void* identity,
+CleanupRegistry::Added CleanupRegistry::add_bounded(Fn fn, CleanupWhen when, const void* identity,
                                                     size_t limit) noexcept {
     try {
         std::lock_guard<std::mutex> lock(mu_);
@@ -102,7 +103,8 @@ CleanupRegistry::Summary CleanupRegistry::run(bool aborted, int64_t slow_ns) noe
         done_ = true;
         entries.swap(entries_);
     }
-    const unsigned selected = static_cast<unsigned>(aborted ? When::kOnAbort : When::kOnSuccess);
+    const unsigned selected =
+        static_cast<unsigned>(aborted ? CleanupWhen::kOnAbort : CleanupWhen::kOnSuccess);
     Summary sum;
     for (auto it = entries.rbegin(); it != entries.rend(); ++it) {
         if ((static_cast<unsigned>(it->when) & selected) == 0)

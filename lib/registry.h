@@ -23,8 +23,12 @@
 
 namespace abortguard {
 
-// Values are part of the public C API (ABORTGUARD_ON_ABORT, ...): a bit set.
-enum class When : unsigned { kOnAbort = 1, kOnSuccess = 2, kAlways = 3 };
+// Which outcomes a cleanup runs on: a bit set. The values are the C
+// boundary's AG_WHEN_* and the public ABORTGUARD_ON_* (static_asserts in
+// agcore.cc and ag_api.c tie them together). Named apart from the public
+// abortguard::When (abortguard.hpp), which handler authors use, so that one
+// translation unit may see both.
+enum class CleanupWhen : unsigned { kOnAbort = 1, kOnSuccess = 2, kAlways = 3 };
 
 class CleanupRegistry {
   public:
@@ -46,11 +50,11 @@ class CleanupRegistry {
     // resolved to its exported symbol, or to its file and offset, when a
     // line is logged (dladdr); `label`, if not empty, is used instead. Returns false after run() or
     // when out of memory.
-    bool add(Fn fn, When when, const void* identity, std::string label = {}) noexcept;
+    bool add(Fn fn, CleanupWhen when, const void* identity, std::string label = {}) noexcept;
 
     // add() that refuses once `limit` cleanups are registered.
     enum class Added { kYes, kFull, kClosed, kNoMemory };
-    Added add_bounded(Fn fn, When when, const void* identity, size_t limit) noexcept;
+    Added add_bounded(Fn fn, CleanupWhen when, const void* identity, size_t limit) noexcept;
 
     // Runs the selected cleanups; a cleanup slower than `slow_ns` (0: no
     // threshold) is logged at warn. A second call runs nothing.
@@ -68,7 +72,7 @@ class CleanupRegistry {
   private:
     struct Entry {
         Fn fn;
-        When when;
+        CleanupWhen when;
         const void* identity;
         std::string label;
     };

@@ -13,13 +13,12 @@
 namespace abortguard {
 
 struct RequestState::HeldLock {
-    RequestState* owner;
-    uint32_t gen;  // guarded by owner->mu_; bumped each time the record is reused
+    uint32_t gen;  // guarded by the owner's mu_; bumped each time the record is reused
     std::string path;
     LockMode mode;
     int64_t since_ns;
     int64_t warn_ns;
-    FileLock lock;  // guarded by owner->mu_
+    FileLock lock;  // guarded by the owner's mu_
 };
 
 namespace {
@@ -91,7 +90,8 @@ void RequestState::note_bound(Bound which, const char* what, size_t limit) noexc
            limit, what);
 }
 
-Status RequestState::add_cleanup(CleanupRegistry::Fn fn, When when, const void* identity) noexcept {
+Status RequestState::add_cleanup(CleanupRegistry::Fn fn, CleanupWhen when,
+                                 const void* identity) noexcept {
     CleanupRegistry* reg = cleanups_.load(std::memory_order_acquire);
     if (reg == nullptr) {
         CleanupRegistry* fresh = new (std::nothrow) CleanupRegistry;
@@ -203,20 +203,20 @@ UpstreamCut* RequestState::upstream() noexcept {
     return upstream_.get();
 }
 
-// A released record to reuse, or nullptr. Under mu_.
-RequestState::HeldLock* RequestState::free_record() noexcept {
-    for (const auto& l : locks_) {
-        if (!l->lock.held())
-            return l.get();
+// The index of a released record to reuse, or locks_.size(). Under mu_.
+size_t RequestState::free_slot() const noexcept {
+    for (size_t i = 0; i < locks_.size(); ++i) {
+        if (!locks_[i]->lock.held())
+            return i;
     }
-    return nullptr;
+    return locks_.size();
 }
 
 Status RequestState::lock_file(const char* path, LockMode mode, int64_t deadline_ns,
                                int64_t warn_ns, LockRef* out) {
     {
         std::lock_guard<std::mutex> guard(mu_);
-        if (free_record() == nullptr && locks_.size() >= kMaxLocksHeld) {
+        if (free_slot() >= kMaxLocksHeld) {
             note_bound(kBoundLocks, "locks held at once", kMaxLocksHeld);
             return Status::from_errno(ENOSPC, "too many locks held");
         }
@@ -228,32 +228,34 @@ Status RequestState::lock_file(const char* path, LockMode mode, int64_t deadline
     try {
         std::string name(path);
         std::lock_guard<std::mutex> guard(mu_);
-        HeldLock* rec = free_record();
-        if (rec == nullptr) {
-            if (locks_.size() >= kMaxLocksHeld)  // another thread took the last room
-                return Status::from_errno(ENOSPC, "too many locks held");
-            locks_.push_back(std::make_unique<HeldLock>(HeldLock{this, 0, {}, mode, 0, 0, {}}));
-            rec = locks_.back().get();
-        }
+        const size_t slot = free_slot();
+        if (slot >= kMaxLocksHeld)  // another thread took the last room
+            return Status::from_errno(ENOSPC, "too many locks held");
+        if (slot == locks_.size())
+            locks_.push_back(std::make_unique<HeldLock>(HeldLock{0, {}, mode, 0, 0, {}}));
+        HeldLock* rec = locks_[slot].get();
         ++rec->gen;
         rec->path.swap(name);
         rec->mode = mode;
         rec->since_ns = mono_ns();
         rec->warn_ns = warn_ns;
         rec->lock = std::move(lock);
-        *out = LockRef{rec, rec->gen};
+        *out = LockRef{this, static_cast<uint32_t>(slot), rec->gen};
         return Status::ok();
     } catch (const std::bad_alloc&) {
         return Status::from_errno(ENOMEM, "recording the lock");  // `lock` releases it
     }
 }
 
-bool RequestState::release(HeldLock* held, uint32_t gen) noexcept {
+bool RequestState::release(uint32_t slot, uint32_t gen) noexcept {
     FileLock doomed;
     int64_t since_ns, warn_ns;
     char path[128];
     {
         std::lock_guard<std::mutex> guard(mu_);
+        if (slot >= locks_.size())
+            return false;
+        HeldLock* held = locks_[slot].get();
         if (held->gen != gen || !held->lock.held())
             return false;
         doomed = std::move(held->lock);
@@ -270,8 +272,8 @@ bool RequestState::release(HeldLock* held, uint32_t gen) noexcept {
 }
 
 void RequestState::release_lock(LockRef lock) noexcept {
-    if (lock.rec != nullptr)
-        lock.rec->owner->release(lock.rec, lock.gen);
+    if (lock.owner != nullptr)
+        lock.owner->release(lock.slot, lock.gen);
 }
 
 int RequestState::release_locks() noexcept {
@@ -279,14 +281,14 @@ int RequestState::release_locks() noexcept {
     // meanwhile by the request thread is seen too.
     int released = 0;
     for (size_t i = 0;; ++i) {
-        LockRef l;
+        uint32_t gen;
         {
             std::lock_guard<std::mutex> guard(mu_);
             if (i >= locks_.size())
                 break;
-            l = LockRef{locks_[i].get(), locks_[i]->gen};
+            gen = locks_[i]->gen;
         }
-        released += release(l.rec, l.gen) ? 1 : 0;
+        released += release(static_cast<uint32_t>(i), gen) ? 1 : 0;
     }
     return released;
 }

@@ -5,7 +5,7 @@
 // Every live RequestState is listed in a process-wide in-flight table, so a
 // status page or the monitor thread can report on requests (age, state,
 // held locks) without touching request memory, and counted in the shared
-// in-flight gauge (stats.h). When an aborted request ends (run_cleanups),
+// in-flight gauge (stats.h). CleanupWhen an aborted request ends (run_cleanups),
 // the time since the abort is recorded as wasted work of its handler.
 //
 // Thread contract: construct, lock_file(), run_cleanups() and destroy on the
@@ -27,8 +27,8 @@
 #include <string>
 #include <vector>
 
-#include "agcore.h"
 #include "file_lock.h"
+#include "inflight.h"
 #include "registry.h"
 #include "status.h"
 #include "token.h"
@@ -44,7 +44,8 @@ class RequestState {
     // RequestState is destroyed.
     struct HeldLock;
     struct LockRef {
-        HeldLock* rec = nullptr;
+        RequestState* owner = nullptr;  // nullptr: no lock
+        uint32_t slot = 0;              // the record's index in owner's table
         uint32_t gen = 0;
     };
 
@@ -78,7 +79,7 @@ class RequestState {
     // Registers a cleanup (CleanupRegistry::add) within kMaxCleanups.
     // Errors: ENOSPC past the bound, ECANCELED once the cleanups ran,
     // ENOMEM.
-    Status add_cleanup(CleanupRegistry::Fn fn, When when, const void* identity) noexcept;
+    Status add_cleanup(CleanupRegistry::Fn fn, CleanupWhen when, const void* identity) noexcept;
     // Token::on_abort within kMaxAbortCallbacks: ENOSPC past it, ENOMEM.
     Status on_abort(Token::Callback cb) noexcept;
     // Runs the cleanups (CleanupRegistry::run) and marks the request as
@@ -150,10 +151,10 @@ class RequestState {
     void note_end(int64_t now_ns) noexcept;
     // Logs, once per request and bound, that `what` hit its bound.
     void note_bound(Bound which, const char* what, size_t limit) noexcept;
-    bool release(HeldLock* lock, uint32_t gen) noexcept;
+    bool release(uint32_t slot, uint32_t gen) noexcept;
     // No grace timer from now on; cancels the armed one.
     void close_grace() noexcept;
-    HeldLock* free_record() noexcept;                         // under mu_
+    size_t free_slot() const noexcept;                        // under mu_
     static void on_token_aborted(void* self, Reason reason);  // Token's owner hook
 
     Token token_;

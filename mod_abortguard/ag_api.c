@@ -11,6 +11,13 @@
 #include "ag_private.h"
 #include "mod_abortguard.h" /* the public names implemented here */
 
+/* The public values are the core's, passed through unchanged. */
+_Static_assert(ABORTGUARD_ON_ABORT == AG_WHEN_ON_ABORT, "ABORTGUARD_ON_ABORT");
+_Static_assert(ABORTGUARD_ON_SUCCESS == AG_WHEN_ON_SUCCESS, "ABORTGUARD_ON_SUCCESS");
+_Static_assert(ABORTGUARD_ALWAYS == AG_WHEN_ALWAYS, "ABORTGUARD_ALWAYS");
+_Static_assert(ABORTGUARD_ABORTED_TERMINATING == AG_ABORTED_TERMINATING,
+               "ABORTGUARD_ABORTED_TERMINATING");
+
 /* Every function starts monitoring on demand (see mod_abortguard.h). The
  * functions are static and named as their optional-function contract, which
  * is what APR_REGISTER_OPTIONAL_FN needs.

@@ -30,7 +30,7 @@ using abortguard::mono_ns;
 using abortguard::Reason;
 using abortguard::RequestState;
 using abortguard::Token;
-using abortguard::When;
+using abortguard::CleanupWhen;
 
 namespace {
 
@@ -283,8 +283,8 @@ TEST_F(LifecycleTest, TerminateRunsTheAbortCleanupsReleasesTheLocksAndEndsThePro
                 seen.in_terminate = Lifecycle::in_terminate();
                 seen.on_other_thread = std::this_thread::get_id() != seen.request_thread;
             },
-            When::kOnAbort, nullptr);
-        hung.add_cleanup([&](bool) { seen.runs.fetch_add(100); }, When::kOnSuccess, nullptr);
+            CleanupWhen::kOnAbort, nullptr);
+        hung.add_cleanup([&](bool) { seen.runs.fetch_add(100); }, CleanupWhen::kOnSuccess, nullptr);
         hung.token().abort(Reason::kRst, mono_ns());
         ASSERT_TRUE(await_exit());
         EXPECT_EQ(seen.runs.load(), 1);
@@ -338,7 +338,7 @@ TEST_F(LifecycleTest, RequestsThatOutliveTheDrainAreNamedAndTheirAbortCleanupsRu
     start(c);
     std::atomic<int> rolled_back{0};
     RequestState stuck("/stuck-upload", "uploader");
-    stuck.add_cleanup([&](bool aborted) { rolled_back += aborted ? 1 : 100; }, When::kOnAbort,
+    stuck.add_cleanup([&](bool aborted) { rolled_back += aborted ? 1 : 100; }, CleanupWhen::kOnAbort,
                       nullptr);
     RequestState hung("/hung", "h");
     const int64_t aborted = mono_ns();
@@ -391,7 +391,7 @@ TEST_F(LifecycleTest, ACleanupThatOutlastsTheGracePeriodIsNotCutByIt) {
                     held_throughout = held_throughout && !lock_is_free(f.path);
                 }
             },
-            When::kOnAbort, nullptr);
+            CleanupWhen::kOnAbort, nullptr);
         s.token().abort(Reason::kFin, mono_ns());
         s.run_cleanups(true, 0);  // the handler returned: its cleanups run
     }
@@ -421,7 +421,7 @@ TEST_F(LifecycleTest, ACleanupThatHangsInAStoppingChildEndsTheProcess) {
     start(c);
     Token release;
     RequestState s("/cleaning", "h");
-    s.add_cleanup([&](bool) { release.wait_until(mono_ns() + kWait); }, When::kAlways,
+    s.add_cleanup([&](bool) { release.wait_until(mono_ns() + kWait); }, CleanupWhen::kAlways,
                   reinterpret_cast<const void*>(&lock_is_free));
     std::thread request([&] { s.run_cleanups(false, 0); });
     const int64_t stopped = mono_ns();

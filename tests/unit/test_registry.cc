@@ -12,7 +12,7 @@
 #include "registry.h"
 
 using abortguard::CleanupRegistry;
-using abortguard::When;
+using abortguard::CleanupWhen;
 
 namespace {
 
@@ -54,7 +54,7 @@ TEST(Registry, RunsNewestFirst) {
     CleanupRegistry reg;
     std::string order;
     for (char c : std::string("abc")) {
-        reg.add([&order, c](bool) { order += c; }, When::kAlways, nullptr);
+        reg.add([&order, c](bool) { order += c; }, CleanupWhen::kAlways, nullptr);
     }
     EXPECT_EQ(reg.run(false, 0).run, 3);
     EXPECT_EQ(order, "cba");
@@ -64,9 +64,9 @@ TEST(Registry, SelectsByOutcome) {
     for (bool aborted : {false, true}) {
         CleanupRegistry reg;
         std::string ran;
-        reg.add([&](bool) { ran += "A"; }, When::kOnAbort, nullptr);
-        reg.add([&](bool) { ran += "S"; }, When::kOnSuccess, nullptr);
-        reg.add([&](bool a) { ran += a ? "x" : "o"; }, When::kAlways, nullptr);
+        reg.add([&](bool) { ran += "A"; }, CleanupWhen::kOnAbort, nullptr);
+        reg.add([&](bool) { ran += "S"; }, CleanupWhen::kOnSuccess, nullptr);
+        reg.add([&](bool a) { ran += a ? "x" : "o"; }, CleanupWhen::kAlways, nullptr);
         reg.run(aborted, 0);
         EXPECT_EQ(ran, aborted ? "xA" : "oS");
     }
@@ -75,10 +75,10 @@ TEST(Registry, SelectsByOutcome) {
 TEST(Registry, RunsOnceAndRefusesLateAdditions) {
     CleanupRegistry reg;
     int calls = 0;
-    reg.add([&](bool) { ++calls; }, When::kAlways, nullptr);
+    reg.add([&](bool) { ++calls; }, CleanupWhen::kAlways, nullptr);
     reg.run(true, 0);
     EXPECT_EQ(reg.run(true, 0).run, 0);
-    EXPECT_FALSE(reg.add([&](bool) { ++calls; }, When::kAlways, nullptr));
+    EXPECT_FALSE(reg.add([&](bool) { ++calls; }, CleanupWhen::kAlways, nullptr));
     EXPECT_EQ(calls, 1);
 }
 
@@ -87,7 +87,7 @@ TEST(Registry, ExactlyOnceWhenTwoThreadsEndTheRequest) {
         CleanupRegistry reg;
         std::atomic<int> calls{0};
         for (int i = 0; i < 20; ++i) {
-            reg.add([&](bool) { calls.fetch_add(1); }, When::kOnAbort, nullptr);
+            reg.add([&](bool) { calls.fetch_add(1); }, CleanupWhen::kOnAbort, nullptr);
         }
         std::atomic<int> runners{0};
         auto end = [&] {
@@ -106,11 +106,11 @@ TEST(Registry, AThrowingCleanupIsLoggedByNameAndTheOthersRun) {
     LogCapture log;
     CleanupRegistry reg;
     int ran = 0;
-    reg.add([&](bool) { ++ran; }, When::kAlways, nullptr);
-    reg.add(named_cleanup_for_dladdr, When::kAlways,
+    reg.add([&](bool) { ++ran; }, CleanupWhen::kAlways, nullptr);
+    reg.add(named_cleanup_for_dladdr, CleanupWhen::kAlways,
             reinterpret_cast<const void*>(&named_cleanup_for_dladdr));
-    reg.add([](bool) { throw 42; }, When::kAlways, nullptr, "the answer");
-    reg.add([&](bool) { ++ran; }, When::kAlways, nullptr);
+    reg.add([](bool) { throw 42; }, CleanupWhen::kAlways, nullptr, "the answer");
+    reg.add([&](bool) { ++ran; }, CleanupWhen::kAlways, nullptr);
     const auto sum = reg.run(false, 0);
     EXPECT_EQ(ran, 2);
     EXPECT_EQ(sum.run, 4);
@@ -124,9 +124,9 @@ TEST(Registry, AThrowingCleanupIsLoggedByNameAndTheOthersRun) {
 TEST(Registry, SlowCleanupsAreTimedAndLogged) {
     LogCapture log;
     CleanupRegistry reg;
-    reg.add([](bool) { std::this_thread::sleep_for(std::chrono::milliseconds(30)); }, When::kAlways,
+    reg.add([](bool) { std::this_thread::sleep_for(std::chrono::milliseconds(30)); }, CleanupWhen::kAlways,
             nullptr, "slow one");
-    reg.add([](bool) {}, When::kAlways, nullptr, "fast one");
+    reg.add([](bool) {}, CleanupWhen::kAlways, nullptr, "fast one");
     const auto sum = reg.run(false, 10 * 1000000);
     EXPECT_EQ(sum.slow, 1);
     EXPECT_GE(sum.slowest_ns, 30 * 1000000);

@@ -99,7 +99,7 @@ TEST(RequestState, WaitingForALockEndsWhenTheClientLeaves) {
     const auto st =
         waiter.lock_file(f.path.c_str(), LockMode::kExclusive, mono_ns() + 5000 * kMs, 0, &none);
     EXPECT_EQ(st.code(), ECONNABORTED);
-    EXPECT_EQ(none.rec, nullptr);
+    EXPECT_EQ(none.owner, nullptr);
 }
 
 struct WarnCapture {
@@ -143,10 +143,23 @@ TEST(RequestState, AStaleLockHandleCannotReleaseTheLockThatReusedItsRecord) {
     ASSERT_TRUE(s.lock_file(f.path.c_str(), LockMode::kExclusive, mono_ns(), 0, &first).is_ok());
     RequestState::release_lock(first);
     ASSERT_TRUE(s.lock_file(g.path.c_str(), LockMode::kExclusive, mono_ns(), 0, &second).is_ok());
-    EXPECT_EQ(second.rec, first.rec) << "a released record is reused";
+    EXPECT_EQ(second.slot, first.slot) << "a released record is reused";
     RequestState::release_lock(first);  // stale: must not release `second`
     EXPECT_EQ(s.held_locks(), 1);
     RequestState::release_lock(second);
+    EXPECT_EQ(s.held_locks(), 0);
+}
+
+TEST(RequestState, AHandleNamingNoRecordIsIgnored) {
+    TempFile f;
+    RequestState s("/forged", "h");
+    RequestState::LockRef held;
+    ASSERT_TRUE(s.lock_file(f.path.c_str(), LockMode::kExclusive, mono_ns(), 0, &held).is_ok());
+    RequestState::release_lock(RequestState::LockRef{&s, held.slot + 1, held.gen});
+    RequestState::release_lock(RequestState::LockRef{&s, 4096, held.gen});
+    RequestState::release_lock(RequestState::LockRef{});
+    EXPECT_EQ(s.held_locks(), 1);
+    RequestState::release_lock(held);
     EXPECT_EQ(s.held_locks(), 0);
 }
 
@@ -176,14 +189,14 @@ TEST(RequestState, CleanupsAndAbortCallbacksAreBoundedWithOneWarnLine) {
     {
         RequestState s("/per-row", "h");
         for (size_t i = 0; i < RequestState::kMaxCleanups; ++i) {
-            ASSERT_TRUE(
-                s.add_cleanup([&](bool) { ++cleanups_run; }, abortguard::When::kAlways, nullptr)
-                    .is_ok());
+            ASSERT_TRUE(s.add_cleanup([&](bool) { ++cleanups_run; },
+                                      abortguard::CleanupWhen::kAlways, nullptr)
+                            .is_ok());
         }
         for (size_t i = 0; i < RequestState::kMaxAbortCallbacks; ++i)
             ASSERT_TRUE(s.on_abort([&](Reason) { ++callbacks_run; }).is_ok());
         for (int i = 0; i < 3; ++i) {
-            EXPECT_EQ(s.add_cleanup([](bool) {}, abortguard::When::kAlways, nullptr).code(),
+            EXPECT_EQ(s.add_cleanup([](bool) {}, abortguard::CleanupWhen::kAlways, nullptr).code(),
                       ENOSPC);
             EXPECT_EQ(s.on_abort([](Reason) {}).code(), ENOSPC);
         }
@@ -200,7 +213,8 @@ TEST(RequestState, CleanupsAndAbortCallbacksAreBoundedWithOneWarnLine) {
 TEST(RequestState, CleanupsAreRefusedOnceTheyRan) {
     RequestState s("/late", "h");
     s.run_cleanups(false, 0);
-    EXPECT_EQ(s.add_cleanup([](bool) {}, abortguard::When::kAlways, nullptr).code(), ECANCELED);
+    EXPECT_EQ(s.add_cleanup([](bool) {}, abortguard::CleanupWhen::kAlways, nullptr).code(),
+              ECANCELED);
 }
 
 TEST(RequestState, TheInFlightTableNamesTheVirtualHost) {
