@@ -58,8 +58,9 @@ struct ag_lifecycle {
 };
 struct ag_state {
     RequestState impl;
-    ag_state(const char* uri, const char* handler, unsigned flags, uint64_t vhost)
-        : impl(uri, handler, flags, vhost) {}
+    ag_state(const char* uri, const char* handler, unsigned flags, uint64_t vhost,
+             abortguard::RequestObserver* observer)
+        : impl(uri, handler, flags, vhost, observer) {}
 };
 
 namespace {
@@ -207,10 +208,8 @@ int ag_lifecycle_start(ag_monitor* m, const ag_lifecycle_config* config, ag_life
         c.drain_arg = config->drain_arg;
         auto l = std::make_unique<ag_lifecycle>();
         abortguard::Status st = abortguard::Lifecycle::create(m->impl.get(), c, &l->impl);
-        if (st.is_ok()) {
-            l->impl->install();
+        if (st.is_ok())
             *out = l.release();
-        }
         return st;
     });
 }
@@ -259,11 +258,13 @@ void ag_conn_remove(ag_lifecycle* l, int slot) {
         t->remove(slot);
 }
 
-ag_state* ag_state_create(const char* uri, const char* handler, uint64_t vhost, unsigned flags) {
+ag_state* ag_state_create(const char* uri, const char* handler, uint64_t vhost, unsigned flags,
+                          ag_lifecycle* observer) {
     unsigned f = 0;
     if (flags & AG_STATE_STOP_ABORTS)
         f |= RequestState::kStopAborts;
-    return new (std::nothrow) ag_state(uri, handler, f, vhost);
+    return new (std::nothrow)
+        ag_state(uri, handler, f, vhost, observer != nullptr ? observer->impl.get() : nullptr);
 }
 
 int ag_state_destroy(ag_state* s) {

@@ -147,8 +147,9 @@ typedef struct {
     void* drain_arg;
 } ag_lifecycle_config;
 
-/* Creates the lifecycle on `m`'s thread and makes it the process's. Returns
- * 0, or an errno value and a message. */
+/* Creates the lifecycle on `m`'s thread; requests learn of it through
+ * ag_state_create's `observer`. Never destroyed (it outlives every state).
+ * Returns 0, or an errno value and a message. */
 int ag_lifecycle_start(ag_monitor* m, const ag_lifecycle_config* config, ag_lifecycle** out,
                        char* err, size_t errlen);
 /* Async-signal-safe: the child is stopping (stop notice), its exit began
@@ -177,9 +178,11 @@ void ag_conn_remove(ag_lifecycle* l, int slot);
 /* Listed in this process's in-flight table until destroyed; `vhost` names
  * its virtual host there (the status page filters on it). NULL when out of
  * memory. AG_STATE_STOP_ABORTS: the stop notice aborts it (reason
- * server-stop). */
+ * server-stop). `observer` (may be NULL) is the child's lifecycle, which
+ * the state reports to (stop notice, grace timer); it must outlive it. */
 #define AG_STATE_STOP_ABORTS 1u
-ag_state* ag_state_create(const char* uri, const char* handler, uint64_t vhost, unsigned flags);
+ag_state* ag_state_create(const char* uri, const char* handler, uint64_t vhost, unsigned flags,
+                          ag_lifecycle* observer);
 /* Releases locks still held (returns how many) and frees everything. */
 int ag_state_destroy(ag_state* s);
 

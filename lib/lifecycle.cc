@@ -19,7 +19,6 @@ namespace abortguard {
 
 namespace {
 
-std::atomic<Lifecycle*> g_current{nullptr};
 thread_local bool t_in_terminate = false;
 
 void default_exit(int status) {
@@ -112,8 +111,6 @@ Lifecycle::Lifecycle(Monitor* monitor, const Config& config)
 
 Lifecycle::~Lifecycle() {
     closing_.store(true, std::memory_order_seq_cst);
-    Lifecycle* self = this;
-    g_current.compare_exchange_strong(self, nullptr);
     monitor_->set_post_handler(nullptr, nullptr);  // waits for a running on_post
     // The scan re-arms itself; once closing_ is seen it stops doing so.
     for (uint64_t id; (id = scan_timer_.exchange(0)) != 0;)
@@ -122,14 +119,6 @@ Lifecycle::~Lifecycle() {
         monitor_->cancel_timer(id);
     if (have_backstop_)
         timer_delete(backstop_);
-}
-
-void Lifecycle::install() noexcept {
-    g_current.store(this, std::memory_order_release);
-}
-
-Lifecycle* Lifecycle::current() noexcept {
-    return g_current.load(std::memory_order_acquire);
 }
 
 bool Lifecycle::in_terminate() noexcept {
@@ -180,7 +169,7 @@ void Lifecycle::deliver(RequestState* state, int64_t now) noexcept {
         stats::count(stats::Counter::kStopNotices);
 }
 
-void Lifecycle::on_state_created(RequestState* state) noexcept {
+void Lifecycle::state_created(RequestState* state) noexcept {
     if (stopping())
         deliver(state, mono_ns());
 }
@@ -227,33 +216,27 @@ void Lifecycle::on_post(void* self_arg, uint32_t bits) {
 
 // ---- grace period
 
-void Lifecycle::on_state_aborted(RequestState* state) noexcept {
+uint64_t Lifecycle::arm_grace_timer(RequestState* state) noexcept {
     if (config_.grace_ns <= 0 || closing_.load(std::memory_order_acquire))
-        return;
-    state->arm_grace(&Lifecycle::arm_grace, this);
-}
-
-uint64_t Lifecycle::arm_grace(void* self_arg, RequestState* state) {
-    auto* self = static_cast<Lifecycle*>(self_arg);
-    const int64_t deadline = sat_add(state->token().aborted_at_ns(), self->config_.grace_ns);
+        return 0;
+    const int64_t deadline = sat_add(state->token().aborted_at_ns(), config_.grace_ns);
     Monitor::TimerId id = 0;
-    if (!self->monitor_->add_timer(deadline, &Lifecycle::grace_fired, state, &id).is_ok()) {
+    if (!monitor_->add_timer(deadline, &Lifecycle::grace_fired, state, &id).is_ok()) {
         AG_LOG(kWarn, "AG0604: cannot arm a grace timer (out of memory)");
         return 0;
     }
     return id;
 }
 
-void Lifecycle::cancel_grace(uint64_t id) noexcept {
-    // A state with a grace timer dies before the lifecycle that armed it.
-    if (Lifecycle* self = current())
-        self->monitor_->cancel_timer(id);
+void Lifecycle::cancel_grace_timer(uint64_t timer) noexcept {
+    monitor_->cancel_timer(timer);
 }
 
 void Lifecycle::grace_fired(void* state_arg) {
     // The state is alive: its destructor cancels this timer synchronously.
-    if (Lifecycle* self = current())
-        self->grace_expired(static_cast<RequestState*>(state_arg));
+    // Only a Lifecycle arms grace timers, so the state's observer is one.
+    auto* state = static_cast<RequestState*>(state_arg);
+    static_cast<Lifecycle*>(state->observer())->grace_expired(state);
 }
 
 void Lifecycle::grace_expired(RequestState* state) noexcept {

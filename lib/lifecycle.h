@@ -53,11 +53,14 @@
 //    undefined), and never runs destructors on the handler's stack. Those go
 //    with the process.
 //
-// Thread contract: create/install/destroy by the owner (child_init, child
-// exit; tests). notify_stop(), notify_exit(), note_child_cleanup() and
-// stopping() are async-signal-safe (atomics and Monitor::post()). The
-// RequestState hooks run on whatever thread creates or aborts a state.
-// Everything else runs on the monitor thread.
+// The lifecycle learns of requests as their RequestObserver: the glue
+// creates each request's state with it (nothing global connects the two).
+//
+// Thread contract: create/destroy by the owner (child_init, child exit;
+// tests); it must outlive the states it observes. notify_stop(),
+// notify_exit(), note_child_cleanup() and stopping() are async-signal-safe
+// (atomics and Monitor::post()). The RequestObserver functions run as that
+// interface says. Everything else runs on the monitor thread.
 #ifndef ABORTGUARD_LIFECYCLE_H
 #define ABORTGUARD_LIFECYCLE_H
 
@@ -70,13 +73,14 @@
 
 #include "conn_table.h"
 #include "monitor.h"
+#include "request_observer.h"
 #include "status.h"
 
 namespace abortguard {
 
 class RequestState;
 
-class Lifecycle {
+class Lifecycle final : public RequestObserver {
   public:
     static constexpr int64_t kSecond = 1000000000;
 
@@ -114,10 +118,6 @@ class Lifecycle {
     Lifecycle(const Lifecycle&) = delete;
     Lifecycle& operator=(const Lifecycle&) = delete;
 
-    // Makes this the process's lifecycle, which RequestStates consult.
-    void install() noexcept;
-    static Lifecycle* current() noexcept;
-
     // Async-signal-safe.
     void notify_stop(bool graceful) noexcept;
     void notify_exit() noexcept;
@@ -140,11 +140,11 @@ class Lifecycle {
     // request's cleanups (the C API tells its cleanups so).
     static bool in_terminate() noexcept;
 
-    // RequestState hooks (request_state.cc).
-    void on_state_created(RequestState* state) noexcept;
-    void on_state_aborted(RequestState* state) noexcept;
-    // Cancels a grace timer synchronously (the current lifecycle's).
-    static void cancel_grace(uint64_t id) noexcept;
+    // RequestObserver: a state that begins in a stopping child gets the stop
+    // notice at once; an aborted one a grace timer (when grace_ns is set).
+    void state_created(RequestState* state) noexcept override;
+    uint64_t arm_grace_timer(RequestState* state) noexcept override;
+    void cancel_grace_timer(uint64_t timer) noexcept override;
 
   private:
     enum : uint32_t { kPostStop = 1, kPostUngraceful = 2, kPostExit = 4 };
@@ -152,7 +152,6 @@ class Lifecycle {
     Lifecycle(Monitor* monitor, const Config& config);
 
     static void on_post(void* self, uint32_t bits);
-    static uint64_t arm_grace(void* self, RequestState* state);
     static void grace_fired(void* state);
     static void scan_fired(void* self);
 

@@ -80,18 +80,20 @@ const char* CleanupRegistry::describe_identity(const void* identity, char* buf,
 }
 
 bool CleanupRegistry::run_one(const Entry& e, bool aborted) noexcept {
-    const char* what;
     try {
         e.fn(aborted);
         return true;
     } catch (const std::exception& ex) {
-        what = ex.what();
+        log_throw(e, ex.what());  // inside the handler: what() dies with `ex`
     } catch (...) {
-        what = "a non-standard exception";
+        log_throw(e, "a non-standard exception");
     }
+    return false;
+}
+
+void CleanupRegistry::log_throw(const Entry& e, const char* what) noexcept {
     char name[256];
     AG_LOG(kError, "AG0111: %s threw: %s", describe(e, name, sizeof name), what);
-    return false;
 }
 
 CleanupRegistry::Summary CleanupRegistry::run(bool aborted, int64_t slow_ns) noexcept {

@@ -80,6 +80,7 @@ class CleanupRegistry {
     static const char* describe(const Entry& e, char* buf, size_t len) noexcept;
     static const char* describe_identity(const void* identity, char* buf, size_t len) noexcept;
     static bool run_one(const Entry& e, bool aborted) noexcept;
+    static void log_throw(const Entry& e, const char* what) noexcept;
 
     mutable std::mutex mu_;
     std::vector<Entry> entries_;  // guarded by mu_

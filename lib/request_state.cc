@@ -6,7 +6,6 @@
 #include <utility>
 
 #include "clock.h"
-#include "lifecycle.h"
 #include "log.h"
 #include "stats.h"
 
@@ -44,17 +43,17 @@ void copy_truncated(char* dst, size_t len, const char* src) {
 
 }  // namespace
 
-RequestState::RequestState(const char* uri, const char* handler, unsigned flags,
-                           uint64_t vhost) noexcept
+RequestState::RequestState(const char* uri, const char* handler, unsigned flags, uint64_t vhost,
+                           RequestObserver* observer) noexcept
     : start_ns_(mono_ns()),
       serial_(g_serial.fetch_add(1, std::memory_order_relaxed) + 1),
       vhost_(vhost),
+      observer_(observer),
       flags_(static_cast<uint8_t>(flags)) {
     copy_truncated(uri_, sizeof uri_, uri);
     copy_truncated(handler_, sizeof handler_, handler);
-    static const bool hooked = (Token::set_owner_hook(&RequestState::on_token_aborted), true);
-    (void)hooked;
-    token_.set_owner(this);
+    if (observer_ != nullptr)
+        token_.set_owner(this, &RequestState::on_token_aborted);
     {
         Shard& shard = shard_of(this);
         std::lock_guard<std::mutex> lock(shard.mu);
@@ -66,21 +65,21 @@ RequestState::RequestState(const char* uri, const char* handler, unsigned flags,
     stats::in_flight_enter();
     // After joining the table: a stop notice delivered from now on finds
     // this state there, and one delivered before is seen here.
-    if (Lifecycle* life = Lifecycle::current())
-        life->on_state_created(this);
+    if (observer_ != nullptr)
+        observer_->state_created(this);
 }
 
 void RequestState::on_token_aborted(void* self, Reason reason) {
     (void)reason;
-    if (Lifecycle* life = Lifecycle::current())
-        life->on_state_aborted(static_cast<RequestState*>(self));
+    static_cast<RequestState*>(self)->arm_grace();
 }
 
-void RequestState::arm_grace(ArmFn arm, void* owner) noexcept {
+// Once, unless the cleanups began (or the state ends) first.
+void RequestState::arm_grace() noexcept {
     std::lock_guard<std::mutex> guard(mu_);
     if (grace_closed_ || grace_timer_ != 0)
         return;
-    grace_timer_ = arm(owner, this);
+    grace_timer_ = observer_->arm_grace_timer(this);
 }
 
 void RequestState::note_bound(Bound which, const char* what, size_t limit) noexcept {
@@ -146,7 +145,7 @@ void RequestState::close_grace() noexcept {
         timer = std::exchange(grace_timer_, 0);
     }
     if (timer != 0)
-        Lifecycle::cancel_grace(timer);
+        observer_->cancel_grace_timer(timer);
 }
 
 CleanupRegistry::Summary RequestState::run_cleanups(bool aborted, int64_t slow_ns) noexcept {

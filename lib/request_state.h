@@ -13,10 +13,11 @@
 // set_response_done() and the in-flight enumeration may be called from any
 // thread while the state is alive.
 //
-// Lifecycle (lifecycle.h), when the process has one: a state created while
-// the process is stopping gets the stop notice at once; when its token is
-// aborted, a grace-period timer is armed on the monitor thread, and the
-// destructor cancels it synchronously (so the timer never sees a dead state).
+// Observer (request_observer.h; in a child, its Lifecycle), when the creator
+// names one: it is told when the state begins (a stopping child gives it the
+// stop notice at once) and asked for a grace timer when the token is
+// aborted; the start of the cleanups and the destructor cancel that timer
+// synchronously (so the timer never sees a dead state).
 #ifndef ABORTGUARD_REQUEST_STATE_H
 #define ABORTGUARD_REQUEST_STATE_H
 
@@ -30,6 +31,7 @@
 #include "file_lock.h"
 #include "inflight.h"
 #include "registry.h"
+#include "request_observer.h"
 #include "status.h"
 #include "token.h"
 #include "upstream_cut.h"
@@ -62,9 +64,10 @@ class RequestState {
     };
 
     // `vhost` is the caller's opaque name for the virtual host (the status
-    // page shows a tenant only its own requests).
-    RequestState(const char* uri, const char* handler, unsigned flags = 0,
-                 uint64_t vhost = 0) noexcept;
+    // page shows a tenant only its own requests); `observer` (may be
+    // nullptr) must outlive the state.
+    RequestState(const char* uri, const char* handler, unsigned flags = 0, uint64_t vhost = 0,
+                 RequestObserver* observer = nullptr) noexcept;
     // Cancels the grace timer (waiting for it if it is running), leaves the
     // table, then releases locks still held (the backstop).
     ~RequestState();
@@ -139,11 +142,8 @@ class RequestState {
     // `blocking`: the locks held go unlisted if the state's lock is busy.
     void snapshot(ag_inflight_info* info, bool blocking = true) const;
 
-    // For the lifecycle: arms the grace timer (`arm` returns its id, 0 on
-    // failure; called under the state's lock) unless the state is ending or
-    // has one. The destructor cancels it through Lifecycle::current().
-    using ArmFn = uint64_t (*)(void* owner, RequestState* state);
-    void arm_grace(ArmFn arm, void* owner) noexcept;
+    // The observer it was created with; nullptr when none.
+    RequestObserver* observer() const noexcept { return observer_; }
 
   private:
     enum Bound : uint8_t { kBoundCleanups = 1, kBoundCallbacks = 2, kBoundLocks = 4 };
@@ -156,11 +156,13 @@ class RequestState {
     void close_grace() noexcept;
     size_t free_slot() const noexcept;                        // under mu_
     static void on_token_aborted(void* self, Reason reason);  // Token's owner hook
+    void arm_grace() noexcept;
 
     Token token_;
     const int64_t start_ns_;
     const uint64_t serial_;
     const uint64_t vhost_;
+    RequestObserver* const observer_;
     std::atomic<bool> given_up_{false};
     const uint8_t flags_;
     std::atomic<uint8_t> bounds_logged_{0};
@@ -180,7 +182,7 @@ class RequestState {
 
     mutable std::mutex mu_;
     std::vector<std::unique_ptr<HeldLock>> locks_;  // guarded by mu_
-    uint64_t grace_timer_ = 0;                      // guarded by mu_ (lifecycle.h)
+    uint64_t grace_timer_ = 0;                      // guarded by mu_ (the observer's)
 
     // The in-flight table: intrusive lists, each guarded by its shard's mutex.
     RequestState* prev_ = nullptr;

@@ -13,12 +13,6 @@
 
 namespace abortguard {
 
-namespace {
-
-std::atomic<Token::OwnerHook> g_owner_hook{nullptr};
-
-}  // namespace
-
 bool Token::abort(Reason reason, int64_t at_ns) noexcept {
     if (!claim(reason, at_ns))
         return false;
@@ -55,10 +49,8 @@ void Token::wake_waiters() noexcept {
 }
 
 void Token::tell_owner() noexcept {
-    if (owner_ != nullptr) {
-        if (OwnerHook hook = g_owner_hook.load(std::memory_order_acquire))
-            hook(owner_, reason_);
-    }
+    if (owner_hook_ != nullptr)
+        owner_hook_(owner_, reason_);
 }
 
 void Token::run_callbacks() noexcept {
@@ -133,10 +125,6 @@ bool Token::wait_until(int64_t deadline_ns) const noexcept {
         futex_wait_until(&state_, seen, deadline_ns);  // EINTR/EAGAIN/ETIMEDOUT: re-check
         waiters_.fetch_sub(1, std::memory_order_seq_cst);
     }
-}
-
-Token::OwnerHook Token::set_owner_hook(OwnerHook hook) noexcept {
-    return g_owner_hook.exchange(hook, std::memory_order_acq_rel);
 }
 
 bool Token::stop() noexcept {

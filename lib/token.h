@@ -98,13 +98,12 @@ class Token {
     // The object that owns this token (a RequestState) is told of the abort,
     // once, on the aborting thread, after the on_abort callbacks and the
     // waiters' wake-up (its bookkeeping is the least urgent), without the
-    // allocation on_abort needs:
-    // set_owner_hook() installs the one function for the process (returns
-    // the previous one), set_owner() names the owner, before the token is
-    // shared.
+    // allocation on_abort needs. Set before the token is shared.
     using OwnerHook = void (*)(void* owner, Reason reason);
-    static OwnerHook set_owner_hook(OwnerHook hook) noexcept;
-    void set_owner(void* owner) noexcept { owner_ = owner; }
+    void set_owner(void* owner, OwnerHook hook) noexcept {
+        owner_ = owner;
+        owner_hook_ = hook;
+    }
 
   private:
     // Low bits: the run state; kStopBit: the stop notice. Both live in the
@@ -120,6 +119,7 @@ class Token {
     mutable std::atomic<bool> stop_reported_{false};
     int64_t at_ns_ = 0;
     void* owner_ = nullptr;
+    OwnerHook owner_hook_ = nullptr;
 
     // on_abort() callbacks: a lock-free stack (8 bytes while unused, which
     // is nearly always); abort() swaps in closed() and runs what it took.

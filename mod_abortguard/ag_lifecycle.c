@@ -259,6 +259,10 @@ static void drain_begins(void* arg) {
     }
 }
 
+ag_lifecycle* ag_lifecycle_observer(void) {
+    return child_life;
+}
+
 int ag_lifecycle_draining_now(void) {
     return child_life != NULL && ag_lifecycle_draining(child_life);
 }

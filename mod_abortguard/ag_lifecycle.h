@@ -25,6 +25,11 @@ void ag_lifecycle_child_init(apr_pool_t* pchild, server_rec* s, ag_monitor* moni
  * joined. Async-signal-safe. */
 int ag_lifecycle_keeps_monitor(void);
 
+/* What every request's state reports to (the stop notice, the grace
+ * timer); NULL when the child has no lifecycle. Any thread, after
+ * child_init. */
+ag_lifecycle* ag_lifecycle_observer(void);
+
 /* A terminate began this child's drain (it takes no new work). Any thread. */
 int ag_lifecycle_draining_now(void);
 /* This child's exit has begun; under prefork the request teardowns that

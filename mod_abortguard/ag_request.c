@@ -394,7 +394,8 @@ static ag_request_ctx* create_ctx(request_rec* r, request_rec* head) {
     /* AbortGuard Off: only failed writes abort, not a stop notice either. */
     ctx->state = ag_state_create(
         r->uri, r->handler, vhost_of(r),
-        !ctx->forbidden && ag_config_stop_aborts(ctx->conf) ? AG_STATE_STOP_ABORTS : 0);
+        !ctx->forbidden && ag_config_stop_aborts(ctx->conf) ? AG_STATE_STOP_ABORTS : 0,
+        ag_lifecycle_observer());
     if (ctx->state == NULL) {
         return NULL;
     }

@@ -135,7 +135,6 @@ class LifecycleTest : public ::testing::Test {
         config.kill_backstop = false;  // never SIGKILL the test binary
         ASSERT_TRUE(Lifecycle::create(monitor_.get(), config, &life_).is_ok());
         life_->set_exit_fn(record_exit);
-        life_->install();
     }
 
     void TearDown() override {
@@ -161,21 +160,31 @@ Lifecycle::Config quiet() {
 
 TEST_F(LifecycleTest, StopNoticeReachesRequestsInFlightAndThoseThatBeginLater) {
     start(quiet());
-    RequestState before("/before", "h");
-    RequestState done("/done", "h");
+    RequestState before("/before", "h", 0, 0, life_.get());
+    RequestState done("/done", "h", 0, 0, life_.get());
     done.set_response_done();
     life_->notify_stop(true);
     EXPECT_EQ(before.token().wait_event(mono_ns() + kWait), Token::Wake::kStopped);
     EXPECT_FALSE(before.token().aborted());
-    RequestState later("/later", "h");
+    RequestState later("/later", "h", 0, 0, life_.get());
     EXPECT_TRUE(later.token().stopping()) << "a request that begins in a stopping child";
     ASSERT_NE(LogCapture::get().await({"AG0610", "graceful"}), "");
     EXPECT_FALSE(done.token().stopping()) << "its response was complete already";
 }
 
+TEST_F(LifecycleTest, OnlyAStateCreatedWithTheLifecycleAsObserverHearsOfIt) {
+    start(quiet());
+    life_->notify_stop(true);
+    ASSERT_NE(LogCapture::get().await({"AG0615", "graceful"}), "") << "the stop was processed";
+    RequestState observed("/observed", "h", 0, 0, life_.get());
+    RequestState unobserved("/unobserved", "h");
+    EXPECT_TRUE(observed.token().stopping());
+    EXPECT_FALSE(unobserved.token().stopping()) << "nothing global ties a state to a lifecycle";
+}
+
 TEST_F(LifecycleTest, StopAbortsMakesTheNoticeAnAbortWithReasonServerStop) {
     start(quiet());
-    RequestState s("/poll", "h", RequestState::kStopAborts);
+    RequestState s("/poll", "h", RequestState::kStopAborts, 0, life_.get());
     life_->notify_stop(true);
     EXPECT_EQ(s.token().wait_event(mono_ns() + kWait), Token::Wake::kAborted);
     EXPECT_EQ(s.token().reason(), Reason::kServerStop);
@@ -217,8 +226,8 @@ TEST_F(LifecycleTest, GracePeriodLogsAnAbortedRequestOnceAndNoOther) {
     c.grace_ns = 50 * kMs;
     start(c);
     TempFile f;
-    RequestState running("/running", "h");
-    RequestState hung("/hung", "slow-handler");
+    RequestState running("/running", "h", 0, 0, life_.get());
+    RequestState hung("/hung", "slow-handler", 0, 0, life_.get());
     RequestState::LockRef lock;
     ASSERT_TRUE(hung.lock_file(f.path.c_str(), LockMode::kExclusive, mono_ns(), 0, &lock).is_ok());
     const int64_t aborted = mono_ns();
@@ -233,7 +242,7 @@ TEST_F(LifecycleTest, GracePeriodLogsAnAbortedRequestOnceAndNoOther) {
     EXPECT_EQ(g_exits.load(), 0);
     // A later aborted request's warning comes after: still one for /hung,
     // none for the request that was never aborted.
-    RequestState other("/other", "h");
+    RequestState other("/other", "h", 0, 0, life_.get());
     other.token().abort(Reason::kFin, mono_ns());
     ASSERT_NE(LogCapture::get().await({"AG0601", "/other"}), "");
     EXPECT_EQ(LogCapture::get().count({"AG0601", "/hung"}), 1);
@@ -245,12 +254,12 @@ TEST_F(LifecycleTest, TheGraceTimerEndsWithTheRequest) {
     c.grace_ns = 30 * kMs;
     start(c);
     {
-        RequestState ended("/ended", "h");
+        RequestState ended("/ended", "h", 0, 0, life_.get());
         ended.token().abort(Reason::kRst, mono_ns());
     }  // ended in time: its timer is cancelled
     // Timers fire in deadline order: this later one proves the earlier
     // one's deadline has passed.
-    RequestState later("/later", "h");
+    RequestState later("/later", "h", 0, 0, life_.get());
     later.token().abort(Reason::kRst, mono_ns());
     ASSERT_NE(LogCapture::get().await({"AG0601", "/later"}), "");
     EXPECT_EQ(LogCapture::get().count({"AG0601", "/ended"}), 0);
@@ -272,7 +281,7 @@ TEST_F(LifecycleTest, TerminateRunsTheAbortCleanupsReleasesTheLocksAndEndsThePro
     CleanupSeen seen;
     seen.request_thread = std::this_thread::get_id();
     {
-        RequestState hung("/hung", "h");
+        RequestState hung("/hung", "h", 0, 0, life_.get());
         RequestState::LockRef lock;
         ASSERT_TRUE(
             hung.lock_file(f.path.c_str(), LockMode::kExclusive, mono_ns(), 0, &lock).is_ok());
@@ -312,8 +321,8 @@ TEST_F(LifecycleTest, TerminateLetsTheOtherRequestsFinishBeforeTheProcessEnds) {
     c.drain_arg = &drains;
     start(c);
     TempFile f;
-    auto other = std::make_unique<RequestState>("/long-poll", "h");
-    RequestState hung("/hung", "h");
+    auto other = std::make_unique<RequestState>("/long-poll", "h", 0, 0, life_.get());
+    RequestState hung("/hung", "h", 0, 0, life_.get());
     RequestState::LockRef lock;
     ASSERT_TRUE(hung.lock_file(f.path.c_str(), LockMode::kExclusive, mono_ns(), 0, &lock).is_ok());
     hung.token().abort(Reason::kFin, mono_ns());
@@ -337,10 +346,10 @@ TEST_F(LifecycleTest, RequestsThatOutliveTheDrainAreNamedAndTheirAbortCleanupsRu
     c.exit_timeout_ns = 200 * kMs;
     start(c);
     std::atomic<int> rolled_back{0};
-    RequestState stuck("/stuck-upload", "uploader");
+    RequestState stuck("/stuck-upload", "uploader", 0, 0, life_.get());
     stuck.add_cleanup([&](bool aborted) { rolled_back += aborted ? 1 : 100; }, CleanupWhen::kOnAbort,
                       nullptr);
-    RequestState hung("/hung", "h");
+    RequestState hung("/hung", "h", 0, 0, life_.get());
     const int64_t aborted = mono_ns();
     hung.token().abort(Reason::kRst, aborted);
     ASSERT_TRUE(await_exit());
@@ -362,7 +371,7 @@ TEST_F(LifecycleTest, TerminateIsRefusedInAYoungChildAndByTheServerWideBound) {
         c.terminate_interval_ns = young ? 60000 * kMs : 0;
         c.permit = [](void*, int64_t, int64_t) { return false; };
         start(c);
-        RequestState hung("/hung", "h");
+        RequestState hung("/hung", "h", 0, 0, life_.get());
         hung.token().abort(Reason::kFin, mono_ns());
         ASSERT_NE(LogCapture::get().await({"AG0605"}), "");
         EXPECT_FALSE(life_->draining());
@@ -381,7 +390,7 @@ TEST_F(LifecycleTest, ACleanupThatOutlastsTheGracePeriodIsNotCutByIt) {
     TempFile f;
     std::atomic<bool> held_throughout{true};
     {
-        RequestState s("/rollback", "h");
+        RequestState s("/rollback", "h", 0, 0, life_.get());
         RequestState::LockRef lock;
         ASSERT_TRUE(s.lock_file(f.path.c_str(), LockMode::kExclusive, mono_ns(), 0, &lock).is_ok());
         s.add_cleanup(
@@ -404,7 +413,7 @@ TEST_F(LifecycleTest, AnExitThatTakesLongerThanTheBoundEndsTheProcess) {
     Lifecycle::Config c = quiet();
     c.exit_timeout_ns = 100 * kMs;
     start(c);
-    RequestState stuck("/stuck", "h");
+    RequestState stuck("/stuck", "h", 0, 0, life_.get());
     const int64_t began = mono_ns();
     life_->notify_exit();
     ASSERT_TRUE(await_exit());
@@ -420,7 +429,7 @@ TEST_F(LifecycleTest, ACleanupThatHangsInAStoppingChildEndsTheProcess) {
     c.exit_timeout_ns = 100 * kMs;
     start(c);
     Token release;
-    RequestState s("/cleaning", "h");
+    RequestState s("/cleaning", "h", 0, 0, life_.get());
     s.add_cleanup([&](bool) { release.wait_until(mono_ns() + kWait); }, CleanupWhen::kAlways,
                   reinterpret_cast<const void*>(&lock_is_free));
     std::thread request([&] { s.run_cleanups(false, 0); });
@@ -444,7 +453,7 @@ void on_signal(int) {
 
 TEST_F(LifecycleTest, TheStopNoticeCanComeFromASignalHandler) {
     start(quiet());
-    RequestState s("/poll", "h");
+    RequestState s("/poll", "h", 0, 0, life_.get());
     g_signal_life = life_.get();
     struct sigaction sa = {}, old = {};
     sa.sa_handler = on_signal;

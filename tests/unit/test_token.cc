@@ -276,22 +276,21 @@ TEST(TokenHook, TellsTheOwnerOnceAfterTheCallbacks) {
         bool callback_first = false;
         bool callback_ran = false;
     } seen;
-    const Token::OwnerHook previous = Token::set_owner_hook([](void* owner, Reason r) {
+    const Token::OwnerHook hook = [](void* owner, Reason r) {
         auto* s = static_cast<Seen*>(owner);
         ++s->hook_calls;
         s->reason = r;
         s->callback_first = s->callback_ran;
-    });
+    };
     {
         Token t;
-        t.set_owner(&seen);
+        t.set_owner(&seen, hook);
         t.on_abort([&](Reason) { seen.callback_ran = true; });
         t.abort(Reason::kFin, 1);
         t.abort(Reason::kRst, 2);
-        Token unowned;  // no owner: the hook is not called
+        Token unowned;  // no owner: nobody is told
         unowned.abort(Reason::kRst, 3);
     }
-    Token::set_owner_hook(previous);
     EXPECT_EQ(seen.hook_calls, 1);
     EXPECT_EQ(seen.reason, Reason::kFin);
     EXPECT_TRUE(seen.callback_first) << "the owner's bookkeeping comes last";
