@@ -21,7 +21,8 @@
  *             handler waits for the client to leave, then logs what the
  *             callback saw
  *   bounds    registers 2000 cleanups and 2000 callbacks, and takes 100
- *             locks of files under dir=PATH
+ *             locks of files under dir=PATH; logs "ended" once the
+ *             request has ended
  *   lockafter takes a lock under dir=PATH, never unlocks it, and unlocks
  *             it from an ordinary pool cleanup after the request ended
  *   subreq    the API on a subrequest of itself (case=none), which is
@@ -277,6 +278,19 @@ static int case_monitor(request_rec* r, const char* tag) {
     return OK;
 }
 
+typedef struct {
+    server_rec* s;
+    const char* tag;
+} ended_note;
+
+/* An ordinary cleanup of the request pool runs after mod_abortguard's
+ * pre-cleanup has ended the request (and released its locks). */
+static apr_status_t report_ended(void* data) {
+    ended_note* n = data;
+    report(n->s, n->tag, "ended", "request=ended");
+    return APR_SUCCESS;
+}
+
 static int case_bounds(request_rec* r, const char* tag) {
     int cleanups = 0, callbacks = 0, locks = 0, i;
     apr_status_t last_cleanup = APR_SUCCESS, last_callback = APR_SUCCESS, last_lock = APR_SUCCESS;
@@ -300,6 +314,12 @@ static int case_bounds(request_rec* r, const char* tag) {
     snprintf(text, sizeof text, "cleanups=%d last=%s callbacks=%d last=%s locks=%d last=%s",
              cleanups, st(last_cleanup), callbacks, st(last_callback), locks, st(last_lock));
     report(r->server, tag, "bounds", text);
+    {
+        ended_note* n = apr_palloc(r->pool, sizeof(*n));
+        n->s = r->server;
+        n->tag = apr_pstrdup(r->pool, tag);
+        apr_pool_cleanup_register(r->pool, n, report_ended, apr_pool_cleanup_null);
+    }
     ap_set_content_type(r, "text/plain");
     ap_rputs("done\n", r);
     return OK;

@@ -242,7 +242,10 @@ TEST_P(Misuse, ARequestCannotGrowWithoutBound) {
         warned += line.find("AG0132") != std::string::npos;
     EXPECT_EQ(warned, 3u) << "one line per bound";
     errors().expect("AG0132");
-    // The 64 locks were released when the request ended.
+    // The 64 locks were released when the request ended -- after the client
+    // had its response, so the next request (maybe in another child) waits
+    // for that end before it tries.
+    result(tag, "ended");
     const std::string again = make_tag();
     EXPECT_EQ(get(url("bounds", again)).status, 200);
     EXPECT_EQ(result(again, "bounds")["locks"], "64");
