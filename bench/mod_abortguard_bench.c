@@ -31,22 +31,12 @@
 #include "util_script.h"
 
 #include "mod_abortguard.h"
+#include "../tests/integration/module_helpers.h"
 
 module AP_MODULE_DECLARE_DATA abortguard_bench_module;
 
 static APR_OPTIONAL_FN_TYPE(abortguard_aborted_at) * aborted_at;
 static APR_OPTIONAL_FN_TYPE(abortguard_wait) * ag_wait;
-
-static apr_int64_t monotonic_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (apr_int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static apr_int64_t arg_int(apr_table_t* args, const char* name, apr_int64_t dflt) {
-    const char* value = apr_table_get(args, name);
-    return value ? apr_atoi64(value) : dflt;
-}
 
 static void note_us(request_rec* r, const char* name, apr_int64_t us) {
     if (us != 0) {
@@ -56,9 +46,9 @@ static void note_us(request_rec* r, const char* name, apr_int64_t us) {
 
 /* When the poll saw c->aborted; 0 if it did not before `end`. */
 static apr_int64_t poll_aborted(request_rec* r, apr_int64_t end, apr_interval_time_t poll) {
-    while (monotonic_us() < end) {
+    while (module_monotonic_us() < end) {
         if (r->connection->aborted) {
-            return monotonic_us();
+            return module_monotonic_us();
         }
         apr_sleep(poll);
     }
@@ -78,7 +68,7 @@ static void* APR_THREAD_FUNC watch_flag(apr_thread_t* t, void* data) {
     (void)t;
     while (!__atomic_load_n(&w->stop, __ATOMIC_ACQUIRE)) {
         if (__atomic_load_n(&w->c->aborted, __ATOMIC_RELAXED)) {
-            __atomic_store_n(&w->seen, monotonic_us(), __ATOMIC_RELEASE);
+            __atomic_store_n(&w->seen, module_monotonic_us(), __ATOMIC_RELEASE);
             break;
         }
         apr_sleep(w->period);
@@ -86,16 +76,16 @@ static void* APR_THREAD_FUNC watch_flag(apr_thread_t* t, void* data) {
     return NULL;
 }
 
-static int hold(request_rec* r, apr_table_t* args) {
-    apr_int64_t start = monotonic_us(), noticed = 0;
-    apr_int64_t end = start + arg_int(args, "hold", 0) * 1000;
-    apr_interval_time_t poll = (apr_interval_time_t)arg_int(args, "poll_us", 1000);
-    apr_interval_time_t flag_period = (apr_interval_time_t)arg_int(args, "flag_us", 0);
+static int hold(request_rec* r) {
+    apr_int64_t start = module_monotonic_us(), noticed = 0;
+    apr_int64_t end = start + module_arg_int(r, "hold", 0) * 1000;
+    apr_interval_time_t poll = (apr_interval_time_t)module_arg_int(r, "poll_us", 1000);
+    apr_interval_time_t flag_period = (apr_interval_time_t)module_arg_int(r, "flag_us", 0);
 
     note_us(r, "AGB_START_US", start);
     ap_rputs("started\n", r);
     ap_rflush(r);
-    if (ag_wait != NULL && arg_int(args, "wait", 0) != 0) {
+    if (ag_wait != NULL && module_arg_int(r, "wait", 0) != 0) {
         flag_watch w = {r->connection, flag_period, 0, 0};
         apr_thread_t* watcher = NULL;
         apr_status_t ignored;
@@ -104,13 +94,13 @@ static int hold(request_rec* r, apr_table_t* args) {
             watcher = NULL;
         }
         if (ag_wait(r, end - start) == APR_ECONNABORTED) {
-            noticed = monotonic_us();
+            noticed = module_monotonic_us();
         }
         if (watcher != NULL) {
             /* Give the watcher a moment to see the flag the wake-up implies. */
-            apr_int64_t until = monotonic_us() + 20000;
+            apr_int64_t until = module_monotonic_us() + 20000;
             while (noticed != 0 && !__atomic_load_n(&w.seen, __ATOMIC_RELAXED) &&
-                   monotonic_us() < until) {
+                   module_monotonic_us() < until) {
                 apr_sleep(100);
             }
             __atomic_store_n(&w.stop, 1, __ATOMIC_RELEASE);
@@ -129,14 +119,12 @@ static int hold(request_rec* r, apr_table_t* args) {
 }
 
 static int bench_handler(request_rec* r) {
-    apr_table_t* args;
     if (!r->handler || strcmp(r->handler, "abortguard-bench") != 0) {
         return DECLINED;
     }
-    ap_args_to_table(r, &args);
     ap_set_content_type(r, "text/plain");
-    if (apr_table_get(args, "hold") != NULL) {
-        return hold(r, args);
+    if (module_arg(r, "hold", NULL) != NULL) {
+        return hold(r);
     }
     ap_rputs("ok\n", r);
     return OK;

@@ -33,6 +33,7 @@
 #include "http_log.h"
 #include "http_main.h"
 #include "http_protocol.h"
+#include "util_script.h"
 #include "apr_strings.h"
 
 #include "mod_abortguard.h"
@@ -56,13 +57,13 @@ static void retrieve_api(void) {
     ag_stopping = APR_RETRIEVE_OPTIONAL_FN(abortguard_stopping);
 }
 
+/* httpd parses (and %-decodes) the query: no hand-written parser. */
 static const char* query_arg(request_rec* r, const char* name, const char* dflt) {
-    const char* v = r->args ? ap_strstr_c(r->args, name) : NULL;
-    size_t n = strlen(name);
-    if (v == NULL || v[n] != '=') {
-        return dflt;
-    }
-    return apr_pstrndup(r->pool, v + n + 1, strcspn(v + n + 1, "&"));
+    apr_table_t* args;
+    const char* value;
+    ap_args_to_table(r, &args);
+    value = apr_table_get(args, name);
+    return value != NULL ? value : dflt;
 }
 
 /* The "transaction" ends in exactly one of these. The cleanups select by

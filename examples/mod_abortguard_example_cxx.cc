@@ -31,6 +31,7 @@
 #include "http_config.h"
 #include "http_main.h"
 #include "http_protocol.h"
+#include "util_script.h"
 
 extern "C" module AP_MODULE_DECLARE_DATA abortguard_example_cxx_module;
 APLOG_USE_MODULE(abortguard_example_cxx);
@@ -39,13 +40,12 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string query_arg(const request_rec* r, const char* name, const char* dflt) {
-    const std::string args = r->args ? r->args : "";
-    const std::string key = std::string(name) + "=";
-    const auto at = args.find(key);
-    if (at == std::string::npos || (at != 0 && args[at - 1] != '&'))
-        return dflt;
-    return args.substr(at + key.size(), args.find('&', at) - at - key.size());
+// httpd parses (and %-decodes) the query: no hand-written parser.
+std::string query_arg(request_rec* r, const char* name, const char* dflt) {
+    apr_table_t* args;
+    ap_args_to_table(r, &args);
+    const char* value = apr_table_get(args, name);
+    return value != nullptr ? value : dflt;
 }
 
 std::mutex g_ledger_mu;

@@ -158,7 +158,8 @@ struct HttpdOptions {
     bool load_abortguard = true;  // false under AG_TEST_STOCK=1
     bool abortguard_on = true;    // global "AbortGuard On"
     bool tls = false;             // second listener with mod_ssl
-    bool h2 = false;              // mod_http2, "Protocols h2c http/1.1"
+    bool h2 = false;              // mod_http2, "Protocols h2c http/1.1" (under
+                                  // prefork its start-up advisory is tolerated)
     // Appended to the config; "@RUNDIR@" is replaced by the run dir.
     std::string extra_config;
     // Files to create (path relative to the run dir -> content).

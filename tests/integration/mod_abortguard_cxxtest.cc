@@ -20,6 +20,7 @@
 #include <string>
 
 #include "abortguard.hpp"
+#include "module_helpers.h"
 #include "http_config.h"
 #include "http_main.h"
 #include "http_protocol.h"
@@ -30,16 +31,6 @@ extern "C" module AP_MODULE_DECLARE_DATA abortguard_cxxtest_module;
 APLOG_USE_MODULE(abortguard_cxxtest);
 
 namespace {
-
-std::string arg(const request_rec* r, const char* name, const char* dflt) {
-    const std::string args = r->args ? r->args : "";
-    const std::string key = std::string(name) + "=";
-    for (size_t at = args.find(key); at != std::string::npos; at = args.find(key, at + 1)) {
-        if (at == 0 || args[at - 1] == '&')
-            return args.substr(at + key.size(), args.find('&', at) - at - key.size());
-    }
-    return dflt;
-}
 
 // On the server: some lines are written after the request ended.
 void report(const std::string& tag, const char* name, const std::string& text) {
@@ -110,10 +101,10 @@ int handler(request_rec* r) {
     if (r->handler == nullptr || std::strcmp(r->handler, "abortguard-cxxtest") != 0)
         return DECLINED;
     return abortguard::run_handler(r, [](abortguard::Request& req) {
-        const std::string name = arg(req.get(), "case", "none");
-        const std::string tag = arg(req.get(), "t", "-");
+        const std::string name = module_arg(req.get(), "case", "none");
+        const std::string tag = module_arg(req.get(), "t", "-");
         if (name == "guardcleanup")
-            return guard_in_cleanup(req, tag, arg(req.get(), "lock", "/tmp/agc.lock"));
+            return guard_in_cleanup(req, tag, module_arg(req.get(), "lock", "/tmp/agc.lock"));
         if (name == "sub")
             return in_subrequest(req, tag);
         if (name == "outcome")

@@ -52,6 +52,7 @@
 #include "apr_strings.h"
 
 #include "mod_abortguard.h"
+#include "module_helpers.h"
 
 module AP_MODULE_DECLARE_DATA abortguard_lifetest_module;
 
@@ -74,28 +75,10 @@ static void retrieve_api(void) {
     cleanup_fn = APR_RETRIEVE_OPTIONAL_FN(abortguard_register_cleanup);
 }
 
-static apr_int64_t mono_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (apr_int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static void sleep_ms(long ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) != 0) {
     }
-}
-
-static const char* arg(request_rec* r, const char* name, const char* dflt) {
-    const char* v = r->args ? ap_strstr_c(r->args, name) : NULL;
-    size_t n = strlen(name);
-    while (v != NULL && (v[n] != '=' || (v != r->args && v[-1] != '&'))) {
-        v = ap_strstr_c(v + 1, name);
-    }
-    if (v == NULL) {
-        return dflt;
-    }
-    return apr_pstrndup(r->pool, v + n + 1, strcspn(v + n + 1, "&"));
 }
 
 static void say(request_rec* r, const char* word) {
@@ -104,10 +87,11 @@ static void say(request_rec* r, const char* word) {
 }
 
 static int longpoll(request_rec* r) {
-    const apr_int64_t end = mono_us() + atoi(arg(r, "max_ms", "30000")) * (apr_int64_t)1000;
+    const apr_int64_t end =
+        module_monotonic_us() + atoi(module_arg(r, "max_ms", "30000")) * (apr_int64_t)1000;
     say(r, "started");
     for (;;) {
-        apr_int64_t left = end - mono_us();
+        apr_int64_t left = end - module_monotonic_us();
         apr_status_t rv;
         if (left <= 0) {
             apr_table_setn(r->subprocess_env, "AGT_OUTCOME", "timeout");
@@ -116,14 +100,14 @@ static int longpoll(request_rec* r) {
         }
         rv = wait_fn(r, left < 1000000 ? left : 1000000);
         if (rv == APR_EINTR) {
-            const char* us = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, mono_us());
+            const char* us = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, module_monotonic_us());
             apr_table_setn(r->subprocess_env, "AGT_OUTCOME", "stop");
             apr_table_setn(r->subprocess_env, "AGT_NOTICED_US", us);
             ap_rprintf(r, "stopping %s stopping=%d\n", us, stopping_fn(r));
             return OK;
         }
         if (rv == APR_ECONNABORTED) {
-            const char* us = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, mono_us());
+            const char* us = apr_psprintf(r->pool, "%" APR_INT64_T_FMT, module_monotonic_us());
             apr_table_setn(r->subprocess_env, "AGT_OUTCOME", "abort");
             apr_table_setn(r->subprocess_env, "AGT_NOTICED_US", us);
             ap_rprintf(r, "aborted %s\n", us);
@@ -149,8 +133,9 @@ static void hang_cleanup(request_rec* r, void* data, int aborted) {
 }
 
 static int hang(request_rec* r) {
-    const char* path = arg(r, "path", "/nonexistent");
-    const apr_int64_t end = mono_us() + atoi(arg(r, "hold_ms", "15000")) * (apr_int64_t)1000;
+    const char* path = module_arg(r, "path", "/nonexistent");
+    const apr_int64_t end =
+        module_monotonic_us() + atoi(module_arg(r, "hold_ms", "15000")) * (apr_int64_t)1000;
     abortguard_lock_t* lock = NULL;
     if (lock_file(r, path, ABORTGUARD_LOCK_EXCLUSIVE, 0, &lock) != APR_SUCCESS) {
         say(r, "busy");
@@ -158,7 +143,7 @@ static int hang(request_rec* r) {
     }
     cleanup_fn(r, hang_cleanup, apr_pstrcat(r->pool, path, ".cleanup", NULL), ABORTGUARD_ON_ABORT);
     say(r, "locked");
-    while (mono_us() < end) {
+    while (module_monotonic_us() < end) {
         sleep_ms(10); /* ignores the abort: the handler that hangs */
     }
     return OK;
@@ -207,8 +192,8 @@ static void slow_rollback(request_rec* r, void* data, int aborted) {
 static int rollback(request_rec* r) {
     rollback_job* job = apr_pcalloc(r->pool, sizeof(*job));
     abortguard_lock_t* lock = NULL;
-    job->path = arg(r, "path", "/nonexistent");
-    job->ms = atol(arg(r, "cleanup_ms", "2000"));
+    job->path = module_arg(r, "path", "/nonexistent");
+    job->ms = atol(module_arg(r, "cleanup_ms", "2000"));
     if (lock_file(r, job->path, ABORTGUARD_LOCK_EXCLUSIVE, 0, &lock) != APR_SUCCESS) {
         say(r, "busy");
         return OK;
@@ -227,11 +212,12 @@ static void churn_cleanup(request_rec* r, void* data, int aborted) {
 }
 
 static int churn(request_rec* r) {
-    const apr_int64_t end = mono_us() + atoi(arg(r, "ms", "1000")) * (apr_int64_t)1000;
-    const char* path = arg(r, "path", "/nonexistent");
+    const apr_int64_t end =
+        module_monotonic_us() + atoi(module_arg(r, "ms", "1000")) * (apr_int64_t)1000;
+    const char* path = module_arg(r, "path", "/nonexistent");
     int i = 0;
     say(r, "started");
-    while (mono_us() < end) {
+    while (module_monotonic_us() < end) {
         abortguard_lock_t* lock = NULL;
         apr_pool_t* scratch;
         if (++i % 64 == 0 && cleanup_fn(r, churn_cleanup, NULL, ABORTGUARD_ALWAYS) != APR_SUCCESS) {
@@ -251,8 +237,8 @@ static int churn(request_rec* r) {
 
 static int lock(request_rec* r) {
     abortguard_lock_t* lock = NULL;
-    apr_status_t rv = lock_file(r, arg(r, "path", "/nonexistent"), ABORTGUARD_LOCK_EXCLUSIVE,
-                                apr_time_from_msec(atoi(arg(r, "timeout_ms", "0"))), &lock);
+    apr_status_t rv = lock_file(r, module_arg(r, "path", "/nonexistent"), ABORTGUARD_LOCK_EXCLUSIVE,
+                                apr_time_from_msec(atoi(module_arg(r, "timeout_ms", "0"))), &lock);
     say(r, rv == APR_SUCCESS ? "locked" : rv == APR_TIMEUP ? "timeup" : "failed");
     if (rv == APR_SUCCESS) {
         unlock_fn(lock);
@@ -267,7 +253,7 @@ static void sleepy_cleanup(request_rec* r, void* data, int aborted) {
 }
 
 static int hangcleanup(request_rec* r) {
-    long ms = atol(arg(r, "cleanup_ms", "30000"));
+    long ms = atol(module_arg(r, "cleanup_ms", "30000"));
     cleanup_fn(r, sleepy_cleanup, (void*)(apr_uintptr_t)ms, ABORTGUARD_ALWAYS);
     ap_rprintf(r, "done %d\n", (int)getpid());
     return OK;
@@ -290,7 +276,7 @@ static int lifetest_handler(request_rec* r) {
         return DECLINED;
     }
     ap_set_content_type(r, "text/plain");
-    mode = arg(r, "mode", "");
+    mode = module_arg(r, "mode", "");
     if (!strcmp(mode, "tag")) /* also without mod_abortguard (stock httpd) */
         return tag(r);
     if (wait_fn == NULL || stopping_fn == NULL || lock_file == NULL || unlock_fn == NULL ||

@@ -18,6 +18,7 @@
 #include "apr_strings.h"
 
 #include "mod_abortguard.h"
+#include "module_helpers.h"
 
 static APR_OPTIONAL_FN_TYPE(abortguard_lock_file) * lock_file;
 static APR_OPTIONAL_FN_TYPE(abortguard_unlock) * unlock_fn;
@@ -27,15 +28,6 @@ static void retrieve_api(void) {
     lock_file = APR_RETRIEVE_OPTIONAL_FN(abortguard_lock_file);
     unlock_fn = APR_RETRIEVE_OPTIONAL_FN(abortguard_unlock);
     wait_fn = APR_RETRIEVE_OPTIONAL_FN(abortguard_wait);
-}
-
-static const char* arg(request_rec* r, const char* name, const char* dflt) {
-    const char* v = r->args ? ap_strstr_c(r->args, name) : NULL;
-    size_t n = strlen(name);
-    if (v == NULL || v[n] != '=' || (v != r->args && v[-1] != '&')) {
-        return dflt;
-    }
-    return apr_pstrndup(r->pool, v + n + 1, strcspn(v + n + 1, "&"));
 }
 
 static const char* now_us(request_rec* r) {
@@ -66,13 +58,13 @@ static int locktest_handler(request_rec* r) {
     if (lock_file == NULL || unlock_fn == NULL || wait_fn == NULL) {
         return HTTP_INTERNAL_SERVER_ERROR;
     }
-    exclusive = strcmp(arg(r, "mode", "ex"), "sh") != 0;
+    exclusive = strcmp(module_arg(r, "mode", "ex"), "sh") != 0;
     ap_set_content_type(r, "text/plain");
     ap_rputs("waiting\n", r);
     ap_rflush(r);
-    rv = lock_file(r, arg(r, "path", "/nonexistent"),
+    rv = lock_file(r, module_arg(r, "path", "/nonexistent"),
                    exclusive ? ABORTGUARD_LOCK_EXCLUSIVE : ABORTGUARD_LOCK_SHARED,
-                   apr_time_from_msec(atoi(arg(r, "timeout_ms", "10000"))), &lock);
+                   apr_time_from_msec(atoi(module_arg(r, "timeout_ms", "10000"))), &lock);
     apr_table_setn(r->subprocess_env, "AGT_LOCK", status_name(r, rv));
     if (rv != APR_SUCCESS) {
         return OK;
@@ -80,8 +72,8 @@ static int locktest_handler(request_rec* r) {
     apr_table_setn(r->subprocess_env, "AGT_LOCKED_US", now_us(r));
     ap_rputs("locked\n", r);
     ap_rflush(r);
-    wait_fn(r, apr_time_from_msec(atoi(arg(r, "hold_ms", "0"))));
-    if (strcmp(arg(r, "unlock", "1"), "0") != 0) {
+    wait_fn(r, apr_time_from_msec(atoi(module_arg(r, "hold_ms", "0"))));
+    if (strcmp(module_arg(r, "unlock", "1"), "0") != 0) {
         unlock_fn(lock);
         unlock_fn(lock); /* twice is harmless */
     }

@@ -38,6 +38,7 @@
 #include "apr_strings.h"
 
 #include "mod_abortguard.h"
+#include "module_helpers.h"
 
 module AP_MODULE_DECLARE_DATA abortguard_misuse_module;
 APLOG_USE_MODULE(abortguard_misuse);
@@ -64,18 +65,6 @@ static void retrieve_api(void) {
     ag_on_abort = APR_RETRIEVE_OPTIONAL_FN(abortguard_on_abort);
     ag_lock = APR_RETRIEVE_OPTIONAL_FN(abortguard_lock_file);
     ag_unlock = APR_RETRIEVE_OPTIONAL_FN(abortguard_unlock);
-}
-
-static const char* arg(request_rec* r, const char* name, const char* dflt) {
-    const char* v = r->args ? ap_strstr_c(r->args, name) : NULL;
-    size_t n = strlen(name);
-    while (v != NULL && (v[n] != '=' || (v != r->args && v[-1] != '&'))) {
-        v = ap_strstr_c(v + 1, name);
-    }
-    if (v == NULL) {
-        return dflt;
-    }
-    return apr_pstrndup(r->pool, v + n + 1, strcspn(v + n + 1, "&"));
 }
 
 static apr_int64_t now_us(void) {
@@ -167,7 +156,7 @@ static int case_late(request_rec* r, const char* tag, int pre, int used) {
     lc->s = r->server;
     lc->tag = tag;
     lc->name = pre ? "latepre" : used ? "lateused" : "late";
-    lc->lock_path = apr_pstrcat(r->pool, arg(r, "dir", "/tmp"), "/late.lock", NULL);
+    lc->lock_path = apr_pstrcat(r->pool, module_arg(r, "dir", "/tmp"), "/late.lock", NULL);
     if (used) {
         ag_aborted(r); /* monitored from here */
     }
@@ -260,7 +249,7 @@ static int case_monitor(request_rec* r, const char* tag) {
     monitor_seen* m = apr_pcalloc(r->pool, sizeof(*m));
     char text[512];
     m->r = r;
-    m->dir = apr_pstrcat(r->pool, arg(r, "dir", "/tmp"), "/monitor.lock", NULL);
+    m->dir = apr_pstrcat(r->pool, module_arg(r, "dir", "/tmp"), "/monitor.lock", NULL);
     ag_on_abort(r, on_abort_calls, m);
     ap_set_content_type(r, "text/plain");
     ap_rputs("waiting\n", r);
@@ -294,7 +283,7 @@ static apr_status_t report_ended(void* data) {
 static int case_bounds(request_rec* r, const char* tag) {
     int cleanups = 0, callbacks = 0, locks = 0, i;
     apr_status_t last_cleanup = APR_SUCCESS, last_callback = APR_SUCCESS, last_lock = APR_SUCCESS;
-    const char* dir = arg(r, "dir", "/tmp");
+    const char* dir = module_arg(r, "dir", "/tmp");
     char text[256];
     for (i = 0; i < 2000; ++i) {
         apr_status_t rv = ag_cleanup(r, noop_cleanup, NULL, ABORTGUARD_ALWAYS);
@@ -344,7 +333,7 @@ static int case_lockafter(request_rec* r, const char* tag) {
     apr_status_t rv;
     la->s = r->server;
     la->tag = tag;
-    rv = ag_lock(r, apr_pstrcat(r->pool, arg(r, "dir", "/tmp"), "/after.lock", NULL),
+    rv = ag_lock(r, apr_pstrcat(r->pool, module_arg(r, "dir", "/tmp"), "/after.lock", NULL),
                  ABORTGUARD_LOCK_EXCLUSIVE, apr_time_from_sec(5), &la->lock);
     if (rv != APR_SUCCESS) {
         return HTTP_INTERNAL_SERVER_ERROR;
@@ -390,8 +379,8 @@ static int misuse_handler(request_rec* r) {
     if (ag_aborted == NULL) {
         return HTTP_SERVICE_UNAVAILABLE;
     }
-    name = arg(r, "case", "none");
-    tag = arg(r, "t", "-");
+    name = module_arg(r, "case", "none");
+    tag = module_arg(r, "t", "-");
     if (!strcmp(name, "late") || !strcmp(name, "latepre") || !strcmp(name, "lateused")) {
         return case_late(r, tag, !strcmp(name, "latepre"), !strcmp(name, "lateused"));
     }

@@ -52,6 +52,7 @@
 #include "util_script.h"
 
 #include "mod_abortguard.h"
+#include "module_helpers.h"
 
 module AP_MODULE_DECLARE_DATA abortguard_test_module;
 
@@ -61,27 +62,14 @@ static void retrieve_api(void) {
     ag_wait = APR_RETRIEVE_OPTIONAL_FN(abortguard_wait);
 }
 
-static apr_int64_t monotonic_us(void);
-
 /* One abortguard_wait() until end_us. Returns the time it woke for an
  * abort, or 0. */
 static apr_int64_t wait_until(request_rec* r, apr_int64_t end_us) {
-    apr_int64_t left = end_us - monotonic_us();
+    apr_int64_t left = end_us - module_monotonic_us();
     if (ag_wait != NULL && left > 0 && ag_wait(r, left) == APR_ECONNABORTED) {
-        return monotonic_us();
+        return module_monotonic_us();
     }
     return 0;
-}
-
-static apr_int64_t monotonic_us(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (apr_int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static apr_int64_t arg_int(apr_table_t* args, const char* name, apr_int64_t dflt) {
-    const char* value = apr_table_get(args, name);
-    return value ? apr_atoi64(value) : dflt;
 }
 
 static void note_us(request_rec* r, const char* name, apr_int64_t us) {
@@ -93,9 +81,9 @@ static void note_us(request_rec* r, const char* name, apr_int64_t us) {
 static apr_int64_t compute_until(request_rec* r, apr_int64_t end_us, int poll) {
     for (;;) {
         if (poll && r->connection->aborted) {
-            return monotonic_us();
+            return module_monotonic_us();
         }
-        if (monotonic_us() >= end_us) {
+        if (module_monotonic_us() >= end_us) {
             return 0;
         }
         apr_sleep(1000);
@@ -111,12 +99,12 @@ static apr_int64_t write_filler(request_rec* r, apr_int64_t bytes, int poll) {
     while (bytes > 0) {
         int n = bytes < (apr_int64_t)sizeof(block) ? (int)bytes : (int)sizeof(block);
         if (poll && r->connection->aborted) {
-            return monotonic_us();
+            return module_monotonic_us();
         }
         if (ap_rwrite(block, n, r) < 0) {
             /* A failed write is an abort even for a handler that does not
              * poll; it must stop writing either way. */
-            return poll ? monotonic_us() : 0;
+            return poll ? module_monotonic_us() : 0;
         }
         bytes -= n;
     }
@@ -124,20 +112,18 @@ static apr_int64_t write_filler(request_rec* r, apr_int64_t bytes, int poll) {
 }
 
 static int slow_handler(request_rec* r) {
-    apr_table_t* args;
     apr_int64_t start_us, noticed_us;
     int flush, poll;
 
     if (!r->handler || strcmp(r->handler, "abortguard-test") != 0) {
         return DECLINED;
     }
-    start_us = monotonic_us();
+    start_us = module_monotonic_us();
     note_us(r, "AGT_START_US", start_us);
-    ap_args_to_table(r, &args);
-    flush = arg_int(args, "flush", 0) != 0;
-    poll = arg_int(args, "poll", 1) != 0;
-    if (apr_table_get(args, "mark") != NULL) {
-        int fd = open(apr_table_get(args, "mark"), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+    flush = module_arg_int(r, "flush", 0) != 0;
+    poll = module_arg_int(r, "poll", 1) != 0;
+    if (module_arg(r, "mark", NULL) != NULL) {
+        int fd = open(module_arg(r, "mark", NULL), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
         if (fd >= 0) {
             close(fd);
         }
@@ -150,25 +136,24 @@ static int slow_handler(request_rec* r) {
         ap_rputs("started\n", r);
         ap_rflush(r);
     }
-    if (arg_int(args, "api", 0) != 0) {
-        noticed_us = wait_until(r, start_us + arg_int(args, "ms", 5000) * 1000);
+    if (module_arg_int(r, "api", 0) != 0) {
+        noticed_us = wait_until(r, start_us + module_arg_int(r, "ms", 5000) * 1000);
     } else {
-        noticed_us = compute_until(r, start_us + arg_int(args, "ms", 5000) * 1000, poll);
+        noticed_us = compute_until(r, start_us + module_arg_int(r, "ms", 5000) * 1000, poll);
     }
     if (!noticed_us) {
-        noticed_us = write_filler(r, arg_int(args, "bytes", 0), poll);
+        noticed_us = write_filler(r, module_arg_int(r, "bytes", 0), poll);
     }
     if (noticed_us) {
         note_us(r, "AGT_NOTICED_US", noticed_us);
     } else {
         ap_rputs("done\n", r);
     }
-    note_us(r, "AGT_END_US", monotonic_us());
+    note_us(r, "AGT_END_US", module_monotonic_us());
     return OK;
 }
 
 static int upload_handler(request_rec* r) {
-    apr_table_t* args;
     apr_int64_t delay_ms;
     apr_off_t total = 0;
     char buf[16384];
@@ -178,8 +163,7 @@ static int upload_handler(request_rec* r) {
     if (!r->handler || strcmp(r->handler, "abortguard-test-upload") != 0) {
         return DECLINED;
     }
-    ap_args_to_table(r, &args);
-    delay_ms = arg_int(args, "delay_ms", 0);
+    delay_ms = module_arg_int(r, "delay_ms", 0);
     rv = ap_setup_client_block(r, REQUEST_CHUNKED_DECHUNK);
     if (rv != OK) {
         return rv;
@@ -212,14 +196,12 @@ static int upload_handler(request_rec* r) {
 #endif
 
 static int sanitizer_selftest_handler(request_rec* r) {
-    apr_table_t* args;
     const char* kind;
 
     if (!r->handler || strcmp(r->handler, "abortguard-test-sanitizer-selftest") != 0) {
         return DECLINED;
     }
-    ap_args_to_table(r, &args);
-    kind = apr_table_get(args, "kind");
+    kind = module_arg(r, "kind", NULL);
     ap_set_content_type(r, "text/plain");
 #ifndef AGT_SANITIZED
     (void)kind;

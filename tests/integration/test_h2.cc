@@ -32,9 +32,6 @@ HttpdPool& h2_pool() {
         o.name = "h2-" + mpm;
         o.mpm = mpm;
         o.h2 = true;
-        if (mpm == "prefork")
-            o.tolerated_log_lines.push_back(
-                "AH10034: The mpm module \\(prefork.c\\) is not supported");
         return o;
     });
     return pool;

@@ -97,9 +97,6 @@ HttpdPool& metrics_pool() {
         o.mpm = mpm;
         o.h2 = true;
         o.extra_config = metrics_config();
-        if (mpm == "prefork")
-            o.tolerated_log_lines.push_back(
-                "AH10034: The mpm module \\(prefork.c\\) is not supported");
         return o;
     });
     return pool;

@@ -21,11 +21,6 @@ HttpdPool& nfp_pool() {
         o.mpm = mpm;
         o.tls = true;
         o.h2 = true;
-        // mod_http2 calls prefork unsupported at start-up, yet serves h2c
-        // (the HTTP/2 tests check %H); the advisory is not about us.
-        if (mpm == "prefork")
-            o.tolerated_log_lines.push_back(
-                "AH10034: The mpm module \\(prefork.c\\) is not supported");
         return o;
     });
     return pool;

@@ -110,9 +110,6 @@ HttpdPool& proxy_pool() {
         o.mpm = mpm;
         o.extra_config = front_config(backend().port());
         o.h2 = true;  // h2c too: an HTTP/2 stream reset travels to the backend
-        if (mpm == "prefork")
-            o.tolerated_log_lines.push_back(
-                "AH10034: The mpm module \\(prefork.c\\) is not supported");
         return o;
     });
     return pool;
