@@ -1,5 +1,6 @@
-// extern "C" wrappers: every entry point catches everything (none of the
-// wrapped calls is expected to throw, but httpd must never see one).
+// extern "C" wrappers. Every entry point is noexcept (declared so in
+// agcore.h, so a definition without it does not compile); those that call
+// what may throw catch everything and return an errno value.
 #include "agcore.h"
 
 #include <errno.h>
@@ -119,33 +120,33 @@ void forward_log(abortguard::log::Level level, const char* message, void* ctx) {
 
 extern "C" {
 
-void ag_log_set_sink(ag_log_sink_fn* sink, void* ctx, ag_log_level_e max_level) {
+void ag_log_set_sink(ag_log_sink_fn* sink, void* ctx, ag_log_level_e max_level) noexcept {
     g_sink = SinkAdapter{sink, ctx};
     abortguard::log::set_sink(sink ? forward_log : nullptr, &g_sink,
                               static_cast<abortguard::log::Level>(max_level));
 }
 
-const char* ag_reason_name(ag_reason_e reason) {
+const char* ag_reason_name(ag_reason_e reason) noexcept {
     return abortguard::reason_name(static_cast<Reason>(reason));
 }
 
-int64_t ag_now_ns(void) {
+int64_t ag_now_ns(void) noexcept {
     return abortguard::mono_ns();
 }
 
-int64_t ag_us_to_ns(int64_t us) {
+int64_t ag_us_to_ns(int64_t us) noexcept {
     return abortguard::sat_mul(us, 1000);
 }
 
-int ag_on_monitor_thread(void) {
+int ag_on_monitor_thread(void) noexcept {
     return Monitor::on_a_monitor_thread() ? 1 : 0;
 }
 
-int ag_parse_duration(const char* text, int64_t* ns) {
+int ag_parse_duration(const char* text, int64_t* ns) noexcept {
     return abortguard::parse_duration(text, ns) ? 1 : 0;
 }
 
-int ag_monitor_start(ag_monitor** out, char* err, size_t errlen) {
+int ag_monitor_start(ag_monitor** out, char* err, size_t errlen) noexcept {
     return create_reporting(err, errlen, [&] {
         auto m = std::make_unique<ag_monitor>();
         abortguard::Status st = Monitor::create(&m->impl);
@@ -157,12 +158,12 @@ int ag_monitor_start(ag_monitor** out, char* err, size_t errlen) {
     });
 }
 
-int ag_monitor_stop(ag_monitor* m, unsigned bound_ms) {
+int ag_monitor_stop(ag_monitor* m, unsigned bound_ms) noexcept {
     return m->impl->stop(int64_t{bound_ms} * 1000000) ? 1 : 0;
 }
 
 int ag_monitor_watch(ag_monitor* m, int fd, unsigned flags, ag_state* state, ag_abort_fn* fn,
-                     void* arg, ag_watch_id* id) {
+                     void* arg, ag_watch_id* id) noexcept {
     try {
         unsigned f = 0;
         if (flags & AG_WATCH_IGNORE_HALF_CLOSE)
@@ -180,21 +181,21 @@ int ag_monitor_watch(ag_monitor* m, int fd, unsigned flags, ag_state* state, ag_
     }
 }
 
-void ag_monitor_unwatch(ag_monitor* m, ag_watch_id id) {
+void ag_monitor_unwatch(ag_monitor* m, ag_watch_id id) noexcept {
     m->impl->unwatch(id);
 }
 
-int ag_monitor_set_nice(ag_monitor* m, int nice) {
+int ag_monitor_set_nice(ag_monitor* m, int nice) noexcept {
     abortguard::Status st = m->impl->set_nice(nice);
     return st.is_ok() ? 0 : errno_of(st);
 }
 
-void ag_monitor_retire(ag_monitor* m) {
+void ag_monitor_retire(ag_monitor* m) noexcept {
     m->impl->retire();
 }
 
 int ag_lifecycle_start(ag_monitor* m, const ag_lifecycle_config* config, ag_lifecycle** out,
-                       char* err, size_t errlen) {
+                       char* err, size_t errlen) noexcept {
     return create_reporting(err, errlen, [&] {
         abortguard::Lifecycle::Config c;
         c.grace_ns = config->grace_ns;
@@ -214,52 +215,52 @@ int ag_lifecycle_start(ag_monitor* m, const ag_lifecycle_config* config, ag_life
     });
 }
 
-void ag_lifecycle_notify_stop(ag_lifecycle* l, int graceful) {
+void ag_lifecycle_notify_stop(ag_lifecycle* l, int graceful) noexcept {
     l->impl->notify_stop(graceful != 0);
 }
 
-void ag_lifecycle_notify_exit(ag_lifecycle* l) {
+void ag_lifecycle_notify_exit(ag_lifecycle* l) noexcept {
     l->impl->notify_exit();
 }
 
-void ag_lifecycle_note_child_cleanup(ag_lifecycle* l) {
+void ag_lifecycle_note_child_cleanup(ag_lifecycle* l) noexcept {
     l->impl->note_child_cleanup();
 }
 
-int ag_lifecycle_draining(const ag_lifecycle* l) {
+int ag_lifecycle_draining(const ag_lifecycle* l) noexcept {
     return l->impl->draining() ? 1 : 0;
 }
 
-int ag_lifecycle_exiting(const ag_lifecycle* l) {
+int ag_lifecycle_exiting(const ag_lifecycle* l) noexcept {
     return l->impl->exit_begun() ? 1 : 0;
 }
 
-int ag_lifecycle_exit_bounded(const ag_lifecycle* l) {
+int ag_lifecycle_exit_bounded(const ag_lifecycle* l) noexcept {
     return l->impl->config().exit_timeout_ns > 0 ? 1 : 0;
 }
 
-int ag_conn_add(ag_lifecycle* l, int fd) {
+int ag_conn_add(ag_lifecycle* l, int fd) noexcept {
     abortguard::ConnTable* t = l->impl->conns();
     return t != nullptr ? t->add(fd) : -1;
 }
 
-void ag_conn_idle(ag_lifecycle* l, int slot) {
+void ag_conn_idle(ag_lifecycle* l, int slot) noexcept {
     if (abortguard::ConnTable* t = l->impl->conns())
         t->set_idle(slot);
 }
 
-int ag_conn_busy(ag_lifecycle* l, int slot) {
+int ag_conn_busy(ag_lifecycle* l, int slot) noexcept {
     abortguard::ConnTable* t = l->impl->conns();
     return t == nullptr || t->set_busy(slot) ? 1 : 0;
 }
 
-void ag_conn_remove(ag_lifecycle* l, int slot) {
+void ag_conn_remove(ag_lifecycle* l, int slot) noexcept {
     if (abortguard::ConnTable* t = l->impl->conns())
         t->remove(slot);
 }
 
 ag_state* ag_state_create(const char* uri, const char* handler, uint64_t vhost, unsigned flags,
-                          ag_lifecycle* observer) {
+                          ag_lifecycle* observer) noexcept {
     unsigned f = 0;
     if (flags & AG_STATE_STOP_ABORTS)
         f |= RequestState::kStopAborts;
@@ -267,39 +268,39 @@ ag_state* ag_state_create(const char* uri, const char* handler, uint64_t vhost, 
         ag_state(uri, handler, f, vhost, observer != nullptr ? observer->impl.get() : nullptr);
 }
 
-int ag_state_destroy(ag_state* s) {
+int ag_state_destroy(ag_state* s) noexcept {
     const int released = s->impl.release_locks();
     delete s;
     return released;
 }
 
-int ag_state_aborted(const ag_state* s) {
+int ag_state_aborted(const ag_state* s) noexcept {
     return s->impl.token().aborted() ? 1 : 0;
 }
 
-ag_reason_e ag_state_reason(const ag_state* s) {
+ag_reason_e ag_state_reason(const ag_state* s) noexcept {
     return static_cast<ag_reason_e>(s->impl.token().reason());
 }
 
-int64_t ag_state_aborted_at_ns(const ag_state* s) {
+int64_t ag_state_aborted_at_ns(const ag_state* s) noexcept {
     return s->impl.token().aborted_at_ns();
 }
 
-int64_t ag_state_start_ns(const ag_state* s) {
+int64_t ag_state_start_ns(const ag_state* s) noexcept {
     return s->impl.start_ns();
 }
 
-int ag_state_abort(ag_state* s, ag_reason_e reason) {
+int ag_state_abort(ag_state* s, ag_reason_e reason) noexcept {
     return s->impl.token().abort(static_cast<Reason>(reason), abortguard::mono_ns()) ? 1 : 0;
 }
 
-int ag_state_stopping(const ag_state* s) {
+int ag_state_stopping(const ag_state* s) noexcept {
     // A stop-abort is published an instant before the stop bit.
     const auto& t = s->impl.token();
     return t.stopping() || t.reason() == Reason::kServerStop ? 1 : 0;
 }
 
-int ag_state_wait_event(const ag_state* s, int64_t timeout_ns) {
+int ag_state_wait_event(const ag_state* s, int64_t timeout_ns) noexcept {
     switch (s->impl.token().wait_event(abortguard::deadline_after(timeout_ns))) {
         case abortguard::Token::Wake::kAborted:
             return AG_WAIT_ABORTED;
@@ -311,11 +312,11 @@ int ag_state_wait_event(const ag_state* s, int64_t timeout_ns) {
     return AG_WAIT_TIMEOUT;
 }
 
-void ag_state_set_response_done(ag_state* s) {
+void ag_state_set_response_done(ag_state* s) noexcept {
     s->impl.set_response_done();
 }
 
-int ag_state_on_abort(ag_state* s, ag_abort_fn* fn, void* arg) {
+int ag_state_on_abort(ag_state* s, ag_abort_fn* fn, void* arg) noexcept {
     try {
         auto cb = [fn, arg](Reason r) { fn(arg, static_cast<int>(r)); };
         return errno_or_zero(s->impl.on_abort(cb));
@@ -325,7 +326,7 @@ int ag_state_on_abort(ag_state* s, ag_abort_fn* fn, void* arg) {
 }
 
 int ag_state_add_cleanup(ag_state* s, ag_cleanup_fn* tramp, ag_any_fn* user, void* arg1, void* arg2,
-                         int when, const void* identity) {
+                         int when, const void* identity) noexcept {
     if (tramp == nullptr || when < AG_WHEN_ON_ABORT || when > AG_WHEN_ALWAYS)
         return EINVAL;
     try {
@@ -342,14 +343,15 @@ int ag_state_add_cleanup(ag_state* s, ag_cleanup_fn* tramp, ag_any_fn* user, voi
     }
 }
 
-void ag_state_run_cleanups(ag_state* s, int aborted, int64_t slow_ns, ag_registry_summary* out) {
+void ag_state_run_cleanups(ag_state* s, int aborted, int64_t slow_ns,
+                           ag_registry_summary* out) noexcept {
     const abortguard::CleanupRegistry::Summary sum = s->impl.run_cleanups(aborted != 0, slow_ns);
     if (out != nullptr)
         *out = {sum.run, sum.failed, sum.slow, sum.total_ns, sum.slowest_ns};
 }
 
 int ag_state_lock_file(ag_state* s, const char* path, int exclusive, int64_t timeout_ns,
-                       int64_t warn_ns, ag_lock_ref* out) {
+                       int64_t warn_ns, ag_lock_ref* out) noexcept {
     try {
         const int64_t deadline = timeout_ns < 0 ? abortguard::FileLock::kNoDeadline
                                                 : abortguard::deadline_after(timeout_ns);
@@ -366,12 +368,12 @@ int ag_state_lock_file(ag_state* s, const char* path, int exclusive, int64_t tim
     }
 }
 
-void ag_lock_release(ag_lock_ref lock) {
+void ag_lock_release(ag_lock_ref lock) noexcept {
     if (lock.state != nullptr)
         RequestState::release_lock(RequestState::LockRef{&lock.state->impl, lock.slot, lock.gen});
 }
 
-void ag_inflight_foreach(ag_inflight_fn* fn, void* ctx) {
+void ag_inflight_foreach(ag_inflight_fn* fn, void* ctx) noexcept {
     try {
         RequestState::for_each(fn, ctx);
     } catch (...) {
@@ -379,7 +381,8 @@ void ag_inflight_foreach(ag_inflight_fn* fn, void* ctx) {
     }
 }
 
-int ag_state_arm_upstream(ag_state* s, int fd, ag_upstream_fn* before, void* arg, uint64_t* id) {
+int ag_state_arm_upstream(ag_state* s, int fd, ag_upstream_fn* before, void* arg,
+                          uint64_t* id) noexcept {
     try {
         abortguard::UpstreamCut* cut = s->impl.upstream();
         if (cut == nullptr)
@@ -391,13 +394,13 @@ int ag_state_arm_upstream(ag_state* s, int fd, ag_upstream_fn* before, void* arg
     }
 }
 
-int ag_state_disarm_upstream(ag_state* s, uint64_t id) {
+int ag_state_disarm_upstream(ag_state* s, uint64_t id) noexcept {
     abortguard::UpstreamCut* cut = s->impl.upstream();
     return cut != nullptr && cut->disarm(id) ? 1 : 0;
 }
 
 int ag_monitor_watch_flag(ag_monitor* m, const unsigned* flag, ag_reason_e reason, ag_state* state,
-                          ag_abort_fn* fn, void* arg, ag_watch_id* id) {
+                          ag_abort_fn* fn, void* arg, ag_watch_id* id) noexcept {
     try {
         abortguard::Status st =
             m->flags->watch(flag, static_cast<Reason>(reason), &state->impl.token(), fn, arg, id);
@@ -407,21 +410,22 @@ int ag_monitor_watch_flag(ag_monitor* m, const unsigned* flag, ag_reason_e reaso
     }
 }
 
-void ag_monitor_unwatch_flag(ag_monitor* m, ag_watch_id id) {
+void ag_monitor_unwatch_flag(ag_monitor* m, ag_watch_id id) noexcept {
     m->flags->unwatch(id);
 }
 
-void ag_monitor_nudge_flags(ag_monitor* m) {
+void ag_monitor_nudge_flags(ag_monitor* m) noexcept {
     if (m->flags->waiting())
         m->flags->nudge();
 }
 
-void ag_monitor_nudge_flags_soon(ag_monitor* m) {
+void ag_monitor_nudge_flags_soon(ag_monitor* m) noexcept {
     if (m->flags->waiting())
         m->flags->nudge_soon();
 }
 
-int ag_keepalive_apply(int fd, int idle_s, int interval_s, int count, ag_keepalive_saved* saved) {
+int ag_keepalive_apply(int fd, int idle_s, int interval_s, int count,
+                       ag_keepalive_saved* saved) noexcept {
     try {
         abortguard::KeepaliveSettings ks;
         ks.idle_s = idle_s;
@@ -438,7 +442,7 @@ int ag_keepalive_apply(int fd, int idle_s, int interval_s, int count, ag_keepali
     }
 }
 
-void ag_keepalive_restore(int fd, ag_keepalive_saved* saved) {
+void ag_keepalive_restore(int fd, ag_keepalive_saved* saved) noexcept {
     abortguard::KeepaliveSaved old;
     old.saved = saved->saved != 0;
     old.keepalive = saved->keepalive;
@@ -450,11 +454,11 @@ void ag_keepalive_restore(int fd, ag_keepalive_saved* saved) {
     saved->saved = 0;
 }
 
-int ag_probe_socket(int fd, int ignore_half_close) {
+int ag_probe_socket(int fd, int ignore_half_close) noexcept {
     return static_cast<int>(abortguard::probe_socket(fd, ignore_half_close != 0));
 }
 
-int ag_probe_tunnel(int fd) {
+int ag_probe_tunnel(int fd) noexcept {
     return static_cast<int>(abortguard::probe_socket(fd, true, true));
 }
 

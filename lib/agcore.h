@@ -1,7 +1,9 @@
 /* The C boundary of the core, for httpd's glue (which is C).
  *
- * Opaque handles over the C++ objects; every function catches everything,
- * so no C++ exception ever reaches httpd. Errors are errno values.
+ * Opaque handles over the C++ objects. Every function is noexcept; the ones
+ * that call what can throw (allocation, a caller's callback) catch it and
+ * return an errno value, and a throw anywhere else would end in
+ * std::terminate at this boundary, never unwind through httpd.
  *
  * Thread contract: as the C++ classes they wrap (monitor.h, request_state.h):
  * a request's state may be read, aborted and waited on from any thread, and
@@ -16,6 +18,14 @@
 #include <stdint.h>
 
 #include "inflight.h" /* ag_inflight_info */
+
+/* Every entry point is noexcept for C++ callers and the definitions must
+ * match: an exception can never unwind into httpd's C frames. */
+#ifdef __cplusplus
+#define AG_NOEXCEPT noexcept
+#else
+#define AG_NOEXCEPT
+#endif
 
 #ifdef __cplusplus
 extern "C" {
@@ -87,48 +97,48 @@ typedef struct {
 } ag_registry_summary;
 
 /* Installs the core's log sink; before any other thread runs. */
-void ag_log_set_sink(ag_log_sink_fn* sink, void* ctx, ag_log_level_e max_level);
+void ag_log_set_sink(ag_log_sink_fn* sink, void* ctx, ag_log_level_e max_level) AG_NOEXCEPT;
 
-const char* ag_reason_name(ag_reason_e reason);
+const char* ag_reason_name(ag_reason_e reason) AG_NOEXCEPT;
 
 /* CLOCK_MONOTONIC in nanoseconds. */
-int64_t ag_now_ns(void);
+int64_t ag_now_ns(void) AG_NOEXCEPT;
 /* Microseconds to nanoseconds, saturating at INT64_MIN/INT64_MAX. */
-int64_t ag_us_to_ns(int64_t us);
+int64_t ag_us_to_ns(int64_t us) AG_NOEXCEPT;
 /* Nonzero on a monitor thread (an abort callback, a grace action): code
  * that may run there must neither block nor touch request memory. */
-int ag_on_monitor_thread(void);
+int ag_on_monitor_thread(void) AG_NOEXCEPT;
 
 /* "250ms", "2s", "1m" -> nanoseconds; returns 1 on success, 0 otherwise. */
-int ag_parse_duration(const char* text, int64_t* ns);
+int ag_parse_duration(const char* text, int64_t* ns) AG_NOEXCEPT;
 
 /* ---- The monitor (monitor.h) ---- */
 
 /* Starts a monitor thread. Returns 0, or an errno value and a message. */
-int ag_monitor_start(ag_monitor** out, char* err, size_t errlen);
+int ag_monitor_start(ag_monitor** out, char* err, size_t errlen) AG_NOEXCEPT;
 
 /* Stops the thread, waiting at most bound_ms; returns 1 if it exited. The
  * monitor's memory stays valid (unwatch still works) until process exit:
  * request threads of an exiting child may still hold watches. */
-int ag_monitor_stop(ag_monitor* m, unsigned bound_ms);
+int ag_monitor_stop(ag_monitor* m, unsigned bound_ms) AG_NOEXCEPT;
 
 /* Watches fd for the client going away: aborts `state`'s token, then calls
  * fn(arg, reason) on the monitor thread. fd, state and arg must stay valid
  * until ag_monitor_unwatch() returns. Returns 0 or an errno value. */
 int ag_monitor_watch(ag_monitor* m, int fd, unsigned flags, ag_state* state, ag_abort_fn* fn,
-                     void* arg, ag_watch_id* id);
+                     void* arg, ag_watch_id* id) AG_NOEXCEPT;
 
 /* Synchronous: when it returns, no callback for `id` runs or will run. */
-void ag_monitor_unwatch(ag_monitor* m, ag_watch_id id);
+void ag_monitor_unwatch(ag_monitor* m, ag_watch_id id) AG_NOEXCEPT;
 
 /* Sets the monitor thread's nice value (Monitor::set_nice). Returns 0 or an
  * errno value (EACCES/EPERM: no CAP_SYS_NICE and too little RLIMIT_NICE). */
-int ag_monitor_set_nice(ag_monitor* m, int nice);
+int ag_monitor_set_nice(ag_monitor* m, int nice) AG_NOEXCEPT;
 
 /* watch() fails from now on; the thread keeps running timers and posted
  * work until the process exits (the lifecycle's exit watchdog).
  * Async-signal-safe. */
-void ag_monitor_retire(ag_monitor* m);
+void ag_monitor_retire(ag_monitor* m) AG_NOEXCEPT;
 
 /* ---- The child's lifecycle (lifecycle.h) ---- */
 
@@ -151,27 +161,27 @@ typedef struct {
  * ag_state_create's `observer`. Never destroyed (it outlives every state).
  * Returns 0, or an errno value and a message. */
 int ag_lifecycle_start(ag_monitor* m, const ag_lifecycle_config* config, ag_lifecycle** out,
-                       char* err, size_t errlen);
+                       char* err, size_t errlen) AG_NOEXCEPT;
 /* Async-signal-safe: the child is stopping (stop notice), its exit began
  * (exit bound), its owner's own child cleanup ran (for reports). */
-void ag_lifecycle_notify_stop(ag_lifecycle* l, int graceful);
-void ag_lifecycle_notify_exit(ag_lifecycle* l);
-void ag_lifecycle_note_child_cleanup(ag_lifecycle* l);
+void ag_lifecycle_notify_stop(ag_lifecycle* l, int graceful) AG_NOEXCEPT;
+void ag_lifecycle_notify_exit(ag_lifecycle* l) AG_NOEXCEPT;
+void ag_lifecycle_note_child_cleanup(ag_lifecycle* l) AG_NOEXCEPT;
 /* A terminate began the drain: take no new work. Any thread. */
-int ag_lifecycle_draining(const ag_lifecycle* l);
+int ag_lifecycle_draining(const ag_lifecycle* l) AG_NOEXCEPT;
 /* The child's exit has begun (its pool's teardown; under prefork, often
  * inside a signal handler). Async-signal-safe. */
-int ag_lifecycle_exiting(const ag_lifecycle* l);
-int ag_lifecycle_exit_bounded(const ag_lifecycle* l);
+int ag_lifecycle_exiting(const ag_lifecycle* l) AG_NOEXCEPT;
+int ag_lifecycle_exit_bounded(const ag_lifecycle* l) AG_NOEXCEPT;
 
 /* Client connections (conn_table.h); lock-free and async-signal-safe. A
  * slot of -1 (not tracked) is accepted everywhere and does nothing. */
-int ag_conn_add(ag_lifecycle* l, int fd); /* slot, or -1 */
-void ag_conn_idle(ag_lifecycle* l, int slot);
+int ag_conn_add(ag_lifecycle* l, int fd) AG_NOEXCEPT; /* slot, or -1 */
+void ag_conn_idle(ag_lifecycle* l, int slot) AG_NOEXCEPT;
 /* 0 if the stop notice shut the connection down before these bytes came. */
-int ag_conn_busy(ag_lifecycle* l, int slot);
+int ag_conn_busy(ag_lifecycle* l, int slot) AG_NOEXCEPT;
 /* Synchronous: afterwards the fd is never touched; call before closing it. */
-void ag_conn_remove(ag_lifecycle* l, int slot);
+void ag_conn_remove(ag_lifecycle* l, int slot) AG_NOEXCEPT;
 
 /* ---- A request's state (request_state.h) ---- */
 
@@ -182,18 +192,18 @@ void ag_conn_remove(ag_lifecycle* l, int slot);
  * the state reports to (stop notice, grace timer); it must outlive it. */
 #define AG_STATE_STOP_ABORTS 1u
 ag_state* ag_state_create(const char* uri, const char* handler, uint64_t vhost, unsigned flags,
-                          ag_lifecycle* observer);
+                          ag_lifecycle* observer) AG_NOEXCEPT;
 /* Releases locks still held (returns how many) and frees everything. */
-int ag_state_destroy(ag_state* s);
+int ag_state_destroy(ag_state* s) AG_NOEXCEPT;
 
-int ag_state_aborted(const ag_state* s);
-ag_reason_e ag_state_reason(const ag_state* s);
-int64_t ag_state_aborted_at_ns(const ag_state* s);
-int64_t ag_state_start_ns(const ag_state* s);
+int ag_state_aborted(const ag_state* s) AG_NOEXCEPT;
+ag_reason_e ag_state_reason(const ag_state* s) AG_NOEXCEPT;
+int64_t ag_state_aborted_at_ns(const ag_state* s) AG_NOEXCEPT;
+int64_t ag_state_start_ns(const ag_state* s) AG_NOEXCEPT;
 /* Aborts with `reason` now; returns 1 if this call aborted it. */
-int ag_state_abort(ag_state* s, ag_reason_e reason);
+int ag_state_abort(ag_state* s, ag_reason_e reason) AG_NOEXCEPT;
 /* The stop notice reached the request (see Token::stop). */
-int ag_state_stopping(const ag_state* s);
+int ag_state_stopping(const ag_state* s) AG_NOEXCEPT;
 /* Blocks until the request is aborted, the stop notice interrupts the wait
  * (once per wait; see Token::wait_event) or timeout_ns passed (saturating:
  * INT64_MAX waits for ever): AG_WAIT_TIMEOUT, AG_WAIT_ABORTED or
@@ -201,13 +211,13 @@ int ag_state_stopping(const ag_state* s);
 #define AG_WAIT_TIMEOUT 0
 #define AG_WAIT_ABORTED 1
 #define AG_WAIT_STOPPED 2
-int ag_state_wait_event(const ag_state* s, int64_t timeout_ns);
+int ag_state_wait_event(const ag_state* s, int64_t timeout_ns) AG_NOEXCEPT;
 /* The handler's response is complete; a stop notice no longer applies. */
-void ag_state_set_response_done(ag_state* s);
+void ag_state_set_response_done(ag_state* s) AG_NOEXCEPT;
 /* Calls fn(arg, reason) once when the request is aborted, on the aborting
  * thread, or at once if it already is. Returns 0, ENOSPC (the request's
  * bound on callbacks) or ENOMEM. */
-int ag_state_on_abort(ag_state* s, ag_abort_fn* fn, void* arg);
+int ag_state_on_abort(ag_state* s, ag_abort_fn* fn, void* arg) AG_NOEXCEPT;
 
 /* Cleanups (registry.h): tramp(user, arg1, arg2, aborted); nothing is
  * allocated in the caller's memory, so any thread may add one. `identity`
@@ -215,9 +225,10 @@ int ag_state_on_abort(ag_state* s, ag_abort_fn* fn, void* arg);
  * for a bad `when`, ECANCELED once run, ENOSPC (the request's bound) or
  * ENOMEM. */
 int ag_state_add_cleanup(ag_state* s, ag_cleanup_fn* tramp, ag_any_fn* user, void* arg1, void* arg2,
-                         int when, const void* identity);
+                         int when, const void* identity) AG_NOEXCEPT;
 /* Runs the selected cleanups newest first, once; slow_ns 0: no threshold. */
-void ag_state_run_cleanups(ag_state* s, int aborted, int64_t slow_ns, ag_registry_summary* out);
+void ag_state_run_cleanups(ag_state* s, int aborted, int64_t slow_ns,
+                           ag_registry_summary* out) AG_NOEXCEPT;
 
 /* Locks `path` (file_lock.h) for the request, waiting up to timeout_ns
  * (negative: forever; saturating). Returns 0, ETIMEDOUT, ECONNABORTED (the
@@ -226,13 +237,13 @@ void ag_state_run_cleanups(ag_state* s, int aborted, int64_t slow_ns, ag_registr
  * open/lock. A lock held longer than warn_ns (0: never) is logged at warn
  * when released. */
 int ag_state_lock_file(ag_state* s, const char* path, int exclusive, int64_t timeout_ns,
-                       int64_t warn_ns, ag_lock_ref* out);
+                       int64_t warn_ns, ag_lock_ref* out) AG_NOEXCEPT;
 /* Harmless when already released or stale; valid until the state goes. */
-void ag_lock_release(ag_lock_ref lock);
+void ag_lock_release(ag_lock_ref lock) AG_NOEXCEPT;
 
 /* This process's in-flight requests; fn runs under the table's lock: copy,
  * don't block. */
-void ag_inflight_foreach(ag_inflight_fn* fn, void* ctx);
+void ag_inflight_foreach(ag_inflight_fn* fn, void* ctx) AG_NOEXCEPT;
 
 /* ---- Interop (upstream_cut.h, flag_watch.h, keepalive.h) ---- */
 
@@ -242,11 +253,12 @@ void ag_inflight_foreach(ag_inflight_fn* fn, void* ctx);
  * thread; `fd` must stay open until the matching disarm returns. One socket
  * at a time: arming again replaces. Returns 0 or ENOMEM; *id names it. */
 typedef void ag_upstream_fn(void* arg);
-int ag_state_arm_upstream(ag_state* s, int fd, ag_upstream_fn* before, void* arg, uint64_t* id);
+int ag_state_arm_upstream(ag_state* s, int fd, ag_upstream_fn* before, void* arg,
+                          uint64_t* id) AG_NOEXCEPT;
 /* Synchronous: when it returns, the socket armed under `id` is not being
  * and will not be touched. Returns 1 if it was shut down. A stale id is
  * ignored (returns 0). */
-int ag_state_disarm_upstream(ag_state* s, uint64_t id);
+int ag_state_disarm_upstream(ag_state* s, uint64_t id) AG_NOEXCEPT;
 
 /* Watches a flag that another thread sets when the client went away (an
  * HTTP/2 stream's c->aborted): polled on the monitor thread every ~10 ms
@@ -254,17 +266,17 @@ int ag_state_disarm_upstream(ag_state* s, uint64_t id);
  * fn(arg, reason) on the monitor thread. flag, state and arg must stay
  * valid until ag_monitor_unwatch_flag() returns. Returns 0 or an errno. */
 int ag_monitor_watch_flag(ag_monitor* m, const unsigned* flag, ag_reason_e reason, ag_state* state,
-                          ag_abort_fn* fn, void* arg, ag_watch_id* id);
+                          ag_abort_fn* fn, void* arg, ag_watch_id* id) AG_NOEXCEPT;
 /* Synchronous, as ag_monitor_unwatch(). */
-void ag_monitor_unwatch_flag(ag_monitor* m, ag_watch_id id);
+void ag_monitor_unwatch_flag(ag_monitor* m, ag_watch_id id) AG_NOEXCEPT;
 /* The flags may have just been set (mod_http2 processed its client's frames,
  * or its connection ended): checks them on the monitor thread at once. A
  * relaxed load and nothing more while no flag is watched. Any thread. */
-void ag_monitor_nudge_flags(ag_monitor* m);
+void ag_monitor_nudge_flags(ag_monitor* m) AG_NOEXCEPT;
 /* The same for an event after which the flags are set a little later by a
  * thread the caller cannot wait for (a connection's end): checks over the
  * next 8 ms. */
-void ag_monitor_nudge_flags_soon(ag_monitor* m);
+void ag_monitor_nudge_flags_soon(ag_monitor* m) AG_NOEXCEPT;
 
 /* TCP keepalive on a client socket while its request is monitored. */
 typedef struct {
@@ -275,15 +287,16 @@ typedef struct {
 /* Saves the current settings, then sets SO_KEEPALIVE, TCP_KEEPIDLE,
  * TCP_KEEPINTVL, TCP_KEEPCNT and TCP_USER_TIMEOUT (idle + interval *
  * count). Returns 0 or an errno (then nothing changed). */
-int ag_keepalive_apply(int fd, int idle_s, int interval_s, int count, ag_keepalive_saved* saved);
+int ag_keepalive_apply(int fd, int idle_s, int interval_s, int count,
+                       ag_keepalive_saved* saved) AG_NOEXCEPT;
 /* Puts the saved settings back; harmless when nothing was saved. */
-void ag_keepalive_restore(int fd, ag_keepalive_saved* saved);
+void ag_keepalive_restore(int fd, ag_keepalive_saved* saved) AG_NOEXCEPT;
 
 /* Non-destructive socket check (probe.h): an ag_reason_e, AG_REASON_NONE
  * while the peer is there. Never reads, so it is safe on TLS sockets. */
-int ag_probe_socket(int fd, int ignore_half_close);
+int ag_probe_socket(int fd, int ignore_half_close) AG_NOEXCEPT;
 /* The same for a tunnel's socket (see AG_WATCH_TUNNEL). */
-int ag_probe_tunnel(int fd);
+int ag_probe_tunnel(int fd) AG_NOEXCEPT;
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,7 @@
 // extern "C" wrappers of stats.h. Nothing below throws (the C++ side is
-// noexcept throughout); the signatures say so, so a future change that
-// could throw fails to compile instead of reaching httpd.
+// noexcept throughout). agstats.h declares every wrapper noexcept, so a
+// definition must say so too, and an exception from a future change would
+// end in std::terminate here rather than unwind through httpd's C frames.
 #include "agstats.h"
 
 #include <errno.h>

@@ -64,7 +64,7 @@ ag_monitor* ag_child_monitor(void) {
  * CPU while later aborts wait to be detected; a negative nice value lets it
  * run first (it does little per event, so it cannot starve them in turn). */
 static void set_monitor_priority(server_rec* s) {
-    int nice = ag_config_monitor_nice(ag_config_for_server(s));
+    int nice = ag_config_for_server(s)->monitor_nice;
     int rv = nice < 0 ? ag_monitor_set_nice(child_monitor, nice) : 0;
     if (rv != 0) {
         ap_log_error(APLOG_MARK, APLOG_INFO, rv, s,

@@ -1,7 +1,7 @@
-/* Directives and per-directory configuration.
+/* Directives, the per-directory configuration and the process-wide one.
  *
  * Thread contract: configuration is built single-threaded at startup and
- * read-only afterwards; the accessors may be called from any request thread. */
+ * read-only afterwards; the accessors may be called from any thread. */
 #ifndef AG_CONFIG_H
 #define AG_CONFIG_H
 
@@ -27,19 +27,26 @@ typedef struct {
     int ka_count;
     int stop_aborts;    /* AbortGuardStopAborts: 1, 0 or AG_UNSET */
     int skip_abandoned; /* AbortGuardSkipAbandoned: 1, 0 or AG_UNSET */
-    /* Process-wide (main server only), read from the main server's
-     * defaults (ag_config_for_server): */
-    apr_int64_t grace_ns;              /* AbortGuardGracePeriod, 0: off; or AG_UNSET */
-    int grace_action;                  /* AbortGuardGraceAction: ag_grace_action_e or AG_UNSET */
-    apr_int64_t exit_timeout_ns;       /* AbortGuardExitTimeout, 0: off; or AG_UNSET */
-    int monitor_boost;                 /* -AbortGuardMonitorNice (0..20), or AG_UNSET */
-    apr_int64_t terminate_interval_ns; /* AbortGuardTerminateInterval, or AG_UNSET */
 } ag_dir_config;
+
+/* The directives that shape the child process (its monitor thread and its
+ * lifecycle). A child has one of each whichever virtual host its requests
+ * belong to, so they are accepted in the main server's configuration only
+ * (httpd names the section otherwise) and need no merge: created with their
+ * defaults, overwritten where the main server sets them. */
+typedef struct {
+    apr_int64_t grace_ns;              /* AbortGuardGracePeriod, 0: off */
+    int grace_action;                  /* AbortGuardGraceAction: ag_grace_action_e */
+    apr_int64_t exit_timeout_ns;       /* AbortGuardExitTimeout, 0: off */
+    int monitor_nice;                  /* AbortGuardMonitorNice, -20..0 */
+    apr_int64_t terminate_interval_ns; /* AbortGuardTerminateInterval */
+} ag_server_config;
 
 extern const command_rec ag_directives[];
 
 void* ag_dir_config_create(apr_pool_t* p, char* dir);
 void* ag_dir_config_merge(apr_pool_t* p, void* basev, void* addv);
+void* ag_server_config_create(apr_pool_t* p, server_rec* s);
 
 /* The merged configuration of `r`'s location; never NULL. */
 const ag_dir_config* ag_config_for(const request_rec* r);
@@ -63,17 +70,8 @@ int ag_config_stop_aborts(const ag_dir_config* conf);
  * handed to its handler. */
 int ag_config_skip_abandoned(const ag_dir_config* conf);
 
-/* The main server's configuration, where the process-wide directives
- * (AbortGuardGracePeriod, AbortGuardGraceAction, AbortGuardExitTimeout,
- * AbortGuardMonitorNice) live; never NULL. */
-const ag_dir_config* ag_config_for_server(const server_rec* s);
-apr_int64_t ag_config_grace_ns(const ag_dir_config* conf);
-int ag_config_grace_terminates(const ag_dir_config* conf);
-apr_int64_t ag_config_exit_timeout_ns(const ag_dir_config* conf);
-/* AbortGuardMonitorNice: the monitor thread's nice value, -20..0. */
-int ag_config_monitor_nice(const ag_dir_config* conf);
-/* AbortGuardTerminateInterval: at most one terminate per interval across the
- * server, and none in a child's first interval. */
-apr_int64_t ag_config_terminate_interval_ns(const ag_dir_config* conf);
+/* The process-wide settings, defaults applied; `s` is the main server (as
+ * handed to post_config and child_init). Never NULL. */
+const ag_server_config* ag_config_for_server(const server_rec* s);
 
 #endif /* AG_CONFIG_H */

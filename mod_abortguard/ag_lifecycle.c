@@ -285,7 +285,7 @@ static int refuse_new(request_rec* r) {
 }
 
 void ag_lifecycle_child_init(apr_pool_t* pchild, server_rec* s, ag_monitor* monitor) {
-    const ag_dir_config* conf = ag_config_for_server(s);
+    const ag_server_config* conf = ag_config_for_server(s);
     /* Static: the core keeps a pointer to it for the permit function. */
     static ag_lifecycle_config config;
     int async = 0, threads = 1, rv;
@@ -298,13 +298,13 @@ void ag_lifecycle_child_init(apr_pool_t* pchild, server_rec* s, ag_monitor* moni
         threads = 1;
     }
     memset(&config, 0, sizeof(config));
-    config.grace_ns = ag_config_grace_ns(conf);
-    config.grace_terminate = ag_config_grace_terminates(conf);
-    config.exit_timeout_ns = ag_config_exit_timeout_ns(conf);
+    config.grace_ns = conf->grace_ns;
+    config.grace_terminate = conf->grace_action == AG_GRACE_TERMINATE;
+    config.exit_timeout_ns = conf->exit_timeout_ns;
     /* A synchronous MPM has at most one connection per thread; a little
      * room for modules that run connections on threads of their own. */
     config.conn_capacity = async ? 0 : (size_t)threads + 8;
-    config.terminate_interval_ns = ag_config_terminate_interval_ns(conf);
+    config.terminate_interval_ns = conf->terminate_interval_ns;
     config.permit = permit_terminate;
     config.on_drain = drain_begins;
     rv = ag_lifecycle_start(monitor, &config, &child_life, err, sizeof(err));

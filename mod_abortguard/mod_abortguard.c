@@ -33,8 +33,8 @@ static void register_hooks(apr_pool_t* p) {
 module AP_MODULE_DECLARE_DATA abortguard_module = {STANDARD20_MODULE_STUFF,
                                                    ag_dir_config_create,
                                                    ag_dir_config_merge,
-                                                   NULL, /* server config */
-                                                   NULL, /* merge server config */
+                                                   ag_server_config_create,
+                                                   NULL, /* process-wide: never merged */
                                                    ag_directives,
                                                    register_hooks,
 #if defined(AP_MODULE_FLAG_ALWAYS_MERGE)

@@ -47,6 +47,13 @@ void expect_rejected(const std::string& line, const std::string& directive,
     }
 }
 
+void expect_accepted(const std::vector<std::string>& lines) {
+    for (const std::string& line : lines) {
+        CommandResult r = syntax_check(line + "\n");
+        EXPECT_EQ(r.exit_code, 0) << line << "\n" << r.output;
+    }
+}
+
 TEST(ConfigSyntax, GoodConfigPasses) {
     CommandResult r = syntax_check(
         "<Location /x>\n  AbortGuard Off\n  AbortGuardHalfClose ignore\n"
@@ -71,13 +78,10 @@ TEST(ConfigSyntax, DurationsOutsideTheirRangeAreRejectedWithTheRange) {
 }
 
 TEST(ConfigSyntax, DurationsAtTheEdgesOfTheirRangeAndOffPass) {
-    for (const std::string line :
-         {"AbortGuardGracePeriod 1s", "AbortGuardGracePeriod 1440m", "AbortGuardGracePeriod off",
-          "AbortGuardGracePeriod 0s", "AbortGuardExitTimeout 1s", "AbortGuardExitTimeout 60m",
-          "AbortGuardExitTimeout off", "AbortGuardCleanupWarn 1ms", "AbortGuardLockWarn 60m"}) {
-        CommandResult r = syntax_check(line + "\n");
-        EXPECT_EQ(r.exit_code, 0) << line << "\n" << r.output;
-    }
+    expect_accepted(
+        {"AbortGuardGracePeriod 1s", "AbortGuardGracePeriod 1440m", "AbortGuardGracePeriod off",
+         "AbortGuardGracePeriod 0s", "AbortGuardExitTimeout 1s", "AbortGuardExitTimeout 60m",
+         "AbortGuardExitTimeout off", "AbortGuardCleanupWarn 1ms", "AbortGuardLockWarn 60m"});
 }
 
 TEST(ConfigSyntax, BadAbortGuardValueRejected) {
@@ -90,6 +94,47 @@ TEST(ConfigSyntax, BadHalfCloseValueRejected) {
 
 TEST(ConfigSyntax, BadMarkConnectionValueRejected) {
     expect_rejected("AbortGuardMarkConnection 2", "AbortGuardMarkConnection", {"On", "Off"});
+}
+
+TEST(ConfigSyntax, BadWordAndNumberValuesRejectedWithWhatIsAccepted) {
+    expect_rejected("AbortGuardGraceAction kill", "AbortGuardGraceAction", {"log", "terminate"});
+    // "-20" has no word boundary before its sign; "20" and "0" name the range.
+    expect_rejected("AbortGuardMonitorNice 5", "AbortGuardMonitorNice", {"20", "0"});
+    expect_rejected("AbortGuardMonitorNice -21", "AbortGuardMonitorNice", {"20", "0"});
+    expect_rejected("AbortGuardMonitorNice -5x", "AbortGuardMonitorNice", {"20", "0"});
+    expect_rejected("AbortGuardLogStatus 42", "AbortGuardLogStatus", {"100", "999", "Off"});
+    expect_rejected("AbortGuardLogStatus 99999999999999999999", "AbortGuardLogStatus",
+                    {"100", "999", "Off"});
+    expect_rejected("AbortGuardKeepAlive 10s 5s 128", "AbortGuardKeepAlive", {"1", "127"});
+    expect_rejected("AbortGuardKeepAlive 1500ms", "AbortGuardKeepAlive", {"1s", "32767s"});
+    expect_rejected("AbortGuardTerminateInterval off", "AbortGuardTerminateInterval",
+                    {"1s", "60m"});
+}
+
+TEST(ConfigSyntax, GoodWordAndNumberValuesPass) {
+    expect_accepted({"AbortGuardGraceAction Terminate", "AbortGuardGraceAction log",
+                     "AbortGuardMonitorNice -20", "AbortGuardMonitorNice 0",
+                     "AbortGuardLogStatus 499", "AbortGuardLogStatus off",
+                     "AbortGuardKeepAlive 10s 5s 127", "AbortGuardKeepAlive Off",
+                     "AbortGuardTerminateInterval 1s", "AbortGuardHalfClose IGNORE"});
+}
+
+// A child has one monitor thread and one lifecycle whichever virtual host
+// its requests belong to: the process-wide directives are refused anywhere
+// but the main server's configuration, with httpd's message naming the
+// section (contrast: each passes in the main server, above).
+TEST(ConfigSyntax, ProcessWideDirectivesAreRefusedInsideAVirtualHost) {
+    for (const std::string line :
+         {"AbortGuardGracePeriod 5s", "AbortGuardGraceAction terminate", "AbortGuardExitTimeout 5s",
+          "AbortGuardMonitorNice -5", "AbortGuardTerminateInterval 5s"}) {
+        std::string directive = line.substr(0, line.find(' '));
+        CommandResult r =
+            syntax_check("<VirtualHost 127.0.0.1:1>\n  " + line + "\n</VirtualHost>\n");
+        EXPECT_NE(r.exit_code, 0) << "accepted in a VirtualHost: " << line << "\n" << r.output;
+        std::string message = message_part(r.output);
+        EXPECT_NE(message.find(directive), std::string::npos) << r.output;
+        EXPECT_NE(message.find("VirtualHost"), std::string::npos) << r.output;
+    }
 }
 
 // A server without any AbortGuard line, where /ht/ turns it on through
