@@ -14,8 +14,18 @@
 //                 main request's end, long after the subrequest's pool went
 //   outcome       a cleanup taking abortguard::Outcome; logs it
 //   maxwait       Request::wait_for(duration::max()) until the client leaves
+//   mutexthread   a MutexGuard acquired on a helper thread and left to the
+//                 request pool's backstop, which runs on the request's
+//                 thread: the mutex (error-checking) must not be unlocked
+//                 there; logs whether it is still locked and any unlock
+//                 error seen
+#include <pthread.h>
+
+#include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <new>
+#include <thread>
 #include <memory>
 #include <string>
 
@@ -97,6 +107,72 @@ int max_wait(abortguard::Request& req, const std::string& tag) {
     return OK;
 }
 
+// An error-checking pthread mutex: unlocking it on a thread that does not
+// hold it fails with EPERM instead of being undefined, and the failure is
+// kept for the report.
+class CheckedMutex {
+  public:
+    CheckedMutex() {
+        pthread_mutexattr_t attr;
+        pthread_mutexattr_init(&attr);
+        pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
+        pthread_mutex_init(&m_, &attr);
+        pthread_mutexattr_destroy(&attr);
+    }
+    bool try_lock() { return pthread_mutex_trylock(&m_) == 0; }
+    void unlock() {
+        const int rv = pthread_mutex_unlock(&m_);
+        if (rv != 0)
+            unlock_error = rv;
+    }
+    bool locked() {
+        const int rv = pthread_mutex_trylock(&m_);
+        if (rv == 0)
+            pthread_mutex_unlock(&m_);
+        return rv == EBUSY;
+    }
+    int unlock_error = 0;
+
+  private:
+    pthread_mutex_t m_;
+};
+
+struct MutexReport {
+    CheckedMutex* mutex;
+    std::string tag;
+};
+
+// Registered before the guard's backstop, so it runs after it.
+apr_status_t report_mutex(void* p) {
+    auto* rep = static_cast<MutexReport*>(p);
+    report(rep->tag, "mutexthread",
+           std::string("locked=") + (rep->mutex->locked() ? "1" : "0") +
+               " unlock_error=" + std::to_string(rep->mutex->unlock_error));
+    rep->~MutexReport();
+    return APR_SUCCESS;
+}
+
+// The mutex, the report and the guard live in the request pool and are
+// never destroyed (the mutex stays held by a thread that has ended).
+int mutex_on_another_thread(abortguard::Request& req, const std::string& tag) {
+    apr_pool_t* pool = req.get()->pool;
+    auto* mutex = new (apr_palloc(pool, sizeof(CheckedMutex))) CheckedMutex();
+    auto* rep = new (apr_palloc(pool, sizeof(MutexReport))) MutexReport{mutex, tag};
+    apr_pool_cleanup_register(pool, rep, report_mutex, apr_pool_cleanup_null);
+    apr_status_t rv = APR_EGENERAL;
+    std::thread helper([&] {
+        using Guard = abortguard::MutexGuard<CheckedMutex>;
+        auto* guard = new (apr_palloc(pool, sizeof(Guard))) Guard();
+        rv = guard->acquire(req, *mutex, std::chrono::seconds(5));
+    });
+    helper.join();
+    if (rv != APR_SUCCESS)
+        return HTTP_SERVICE_UNAVAILABLE;
+    ap_set_content_type(req.get(), "text/plain");
+    ap_rputs("done\n", req.get());
+    return OK;
+}
+
 int handler(request_rec* r) {
     if (r->handler == nullptr || std::strcmp(r->handler, "abortguard-cxxtest") != 0)
         return DECLINED;
@@ -111,6 +187,8 @@ int handler(request_rec* r) {
             return outcome(req, tag);
         if (name == "maxwait")
             return max_wait(req, tag);
+        if (name == "mutexthread")
+            return mutex_on_another_thread(req, tag);
         ap_set_content_type(req.get(), "text/plain");
         ap_rputs("none\n", req.get());
         return static_cast<int>(OK);
