@@ -24,10 +24,10 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <new>
-#include <thread>
 #include <memory>
+#include <new>
 #include <string>
+#include <thread>
 
 #include "abortguard.hpp"
 #include "module_helpers.h"
