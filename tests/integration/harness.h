@@ -169,6 +169,12 @@ struct HttpdOptions {
     std::vector<std::string> tolerated_log_lines;
 };
 
+// httpd's advisories, logged at error, that its workers are all busy
+// (MaxRequestWorkers reached: prefork AH00161, worker AH00286, event
+// AH00484) or nearly so (worker AH00287, within MinSpareThreads): for a
+// test that occupies the workers on purpose.
+inline const char* const kWorkersBusyAdvisories = "AH00(161|286|287|484): ";
+
 class Httpd {
   public:
     explicit Httpd(HttpdOptions options);

@@ -463,7 +463,7 @@ TEST_P(LifecycleTest, TerminateLetsTheChildsOtherRequestsFinishBeforeItExits) {
                       "AbortGuardTerminateInterval 1s\n",
                       // One child, quiescing while it drains: the parent has
                       // no room to start its replacement yet, and says so.
-                      {"AG060[1235789]: ", "AG0613: ", "AH00(484|286|161): "}));
+                      {"AG060[1235789]: ", "AG0613: ", kWorkersBusyAdvisories}));
     const std::string lock = make_lock_file(httpd(), "drain.lock");
     DrainScene s;
     s.hung = begin("/life/hang?mode=hang&hold_ms=30000&path=" + lock, "locked");
@@ -512,7 +512,7 @@ TEST_P(LifecycleTest, RequestsThatOutliveTheDrainAreNamedAndCounted) {
                       "ServerLimit 1\nMaxRequestWorkers 8\nAbortGuardGracePeriod 1s\n"
                       "AbortGuardGraceAction terminate\nAbortGuardExitTimeout 1s\n"
                       "AbortGuardTerminateInterval 1s\n",
-                      {"AG060[1235789]: ", "AG0612: ", "AG0613: ", "AH00(484|286|161): "}));
+                      {"AG060[1235789]: ", "AG0612: ", "AG0613: ", kWorkersBusyAdvisories}));
     const std::string lock = make_lock_file(httpd(), "cut.lock");
     RawClient hung = begin("/life/hang?mode=hang&hold_ms=30000&path=" + lock, "locked");
     const pid_t child = pid_after(hung.received(), "locked");
@@ -560,7 +560,7 @@ TEST_P(LifecycleTest, TheRateBoundHoldsAgainstAClientThatAbortsEvery100ms) {
     ASSERT_TRUE(start("rate",
                       "AbortGuardGracePeriod 1s\nAbortGuardGraceAction terminate\n"
                       "AbortGuardExitTimeout 1s\nAbortGuardTerminateInterval 3s\n",
-                      {"AG060[1235789]: ", "AG061[23]: ", "AG0620: ", "AH00(484|286|161): "}));
+                      {"AG060[1235789]: ", "AG061[23]: ", "AG0620: ", kWorkersBusyAdvisories}));
     const int64_t began = monotonic_us();
     int sent = 0;
     for (Deadline d(Millis(5000)); !d.expired(); ++sent) {

@@ -38,8 +38,7 @@ HttpdOptions skip_options(const std::string& mpm) {
         "CustomLog \"@RUNDIR@/skip.log\" skip\n"
         "<Location /kept>\n  SetHandler abortguard-test\n  AbortGuardSkipAbandoned Off\n"
         "</Location>\n";
-    // Every worker busy, on purpose: the MPM says so (prefork, worker, event).
-    o.tolerated_log_lines = {"AH00(161|286|484): "};
+    o.tolerated_log_lines = {kWorkersBusyAdvisories};  // every worker busy, on purpose
     return o;
 }
 
