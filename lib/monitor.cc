@@ -4,7 +4,6 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/epoll.h>
-#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -18,6 +17,7 @@
 #include "futex.h"
 #include "log.h"
 #include "probe.h"
+#include "sched_slice.h"
 #include "stats.h"
 
 namespace abortguard {
@@ -360,18 +360,24 @@ void Monitor::dispatch(const struct epoll_event* events, int n, int64_t woke_ns)
             f.fn(f.arg, static_cast<int>(reason));
     }
     // The effects on other processes first (a proxied request's backend is
-    // cut by a callback), then the waiting handlers, then the bookkeeping.
+    // cut by a callback), then the bookkeeping, then the waiting handlers,
+    // each slot released right after its waiters are woken. A woken handler
+    // soon ends its request and unwatches; were the slots released only
+    // after the whole batch's wake-ups, each such handler would sleep in
+    // unwatch() until then and be woken again, and every release would wake
+    // all of them to look (scheduler traces of 100 aborts at once showed
+    // exactly that, on the CPUs the later wake-ups waited for).
     for (int i = 0; i < nf; ++i) {
         if (fired[i].first)
             fired[i].token->run_callbacks();
     }
     for (int i = 0; i < nf; ++i) {
         if (fired[i].first)
-            fired[i].token->wake_waiters();
+            fired[i].token->tell_owner();
     }
     for (int i = 0; i < nf; ++i) {
         if (fired[i].first)
-            fired[i].token->tell_owner();
+            fired[i].token->wake_waiters();
         finish_firing(fired[i].slot);
     }
 }
@@ -474,9 +480,7 @@ Status Monitor::set_nice(int nice) noexcept {
             return Status::from_errno(ESRCH, "the monitor thread did not start");
         futex_wait_until(&tid_, 0, deadline);
     }
-    if (setpriority(PRIO_PROCESS, static_cast<id_t>(tid), nice) != 0)
-        return Status::from_errno(errno, "setpriority");
-    return Status::ok();
+    return set_thread_priority(static_cast<pid_t>(tid), nice);
 }
 
 bool Monitor::on_a_monitor_thread() noexcept {

@@ -140,11 +140,15 @@ class Monitor {
     // timer running): code that may be called from there must not block.
     static bool on_a_monitor_thread() noexcept;
 
-    // Sets the monitor thread's nice value (setpriority on its thread id):
-    // a negative one lets it run before the request threads it wakes, so
-    // that detection keeps up when many clients leave at once. Raising the
+    // Sets the monitor thread's nice value and asks for the scheduler's
+    // shortest slice (set_thread_priority): a negative nice value lets it run
+    // before the request threads it wakes, so that detection keeps up when
+    // many clients leave at once; the short slice lets it preempt, when a
+    // client's close wakes it, the thread that was running on that CPU (on
+    // Linux's EEVDF scheduler a nice value alone does not). Raising the
     // priority takes CAP_SYS_NICE or room in RLIMIT_NICE (EACCES/EPERM
-    // otherwise). By the owner, any time after create().
+    // otherwise; the slice is set all the same). By the owner, any time after
+    // create().
     Status set_nice(int nice) noexcept;
 
   private:

@@ -6,10 +6,12 @@
 #include <exception>
 #include <memory>
 #include <new>
+#include <optional>
 
 #include "clock.h"
 #include "futex.h"
 #include "log.h"
+#include "sched_slice.h"
 
 namespace abortguard {
 
@@ -115,12 +117,15 @@ void Token::run_callback(const Pending& p, Reason reason) noexcept {
 }
 
 bool Token::wait_until(int64_t deadline_ns) const noexcept {
+    std::optional<ShortSliceScope> slice;  // once it sleeps: woken, it runs first
     for (;;) {
         const uint32_t seen = state_.load(std::memory_order_seq_cst);
         if ((seen & kRunMask) == kAborted)
             return true;
         if (mono_ns() >= deadline_ns)
             return false;
+        if (!slice)
+            slice.emplace();
         waiters_.fetch_add(1, std::memory_order_seq_cst);
         futex_wait_until(&state_, seen, deadline_ns);  // EINTR/EAGAIN/ETIMEDOUT: re-check
         waiters_.fetch_sub(1, std::memory_order_seq_cst);
@@ -137,7 +142,8 @@ bool Token::stop() noexcept {
 }
 
 Token::Wake Token::wait_event(int64_t deadline_ns) const noexcept {
-    bool stop_seen = false;  // the notice came before this wait began
+    bool stop_seen = false;                // the notice came before this wait began
+    std::optional<ShortSliceScope> slice;  // once it sleeps: woken, it runs first
     for (bool first = true;; first = false) {
         const uint32_t seen = state_.load(std::memory_order_seq_cst);
         if ((seen & kRunMask) == kAborted)
@@ -155,6 +161,8 @@ Token::Wake Token::wait_event(int64_t deadline_ns) const noexcept {
         }
         if (mono_ns() >= deadline_ns)
             return Wake::kTimeout;
+        if (!slice)
+            slice.emplace();
         waiters_.fetch_add(1, std::memory_order_seq_cst);
         futex_wait_until(&state_, seen, deadline_ns);  // EINTR/EAGAIN/ETIMEDOUT: re-check
         waiters_.fetch_sub(1, std::memory_order_seq_cst);

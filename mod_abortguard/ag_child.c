@@ -68,8 +68,9 @@ static void set_monitor_priority(server_rec* s) {
     int rv = nice < 0 ? ag_monitor_set_nice(child_monitor, nice) : 0;
     if (rv != 0) {
         ap_log_error(APLOG_MARK, APLOG_INFO, rv, s,
-                     "AG0008: the monitor thread keeps the request threads' priority "
-                     "(AbortGuardMonitorNice %d needs httpd started as root, or CAP_SYS_NICE)",
+                     "AG0008: the monitor thread keeps the request threads' nice value "
+                     "(AbortGuardMonitorNice %d needs httpd started as root, or CAP_SYS_NICE); "
+                     "it still asks the kernel for a short time slice",
                      nice);
     } else if (nice < 0) {
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, s, "AG0010: monitor thread at nice %d", nice);

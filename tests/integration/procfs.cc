@@ -1,16 +1,27 @@
 #include "procfs.h"
 
 #include <dirent.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 namespace agtest {
 
 namespace {
+
+// The kernel's struct sched_attr, first version (glibc 2.36 lacks it).
+struct SchedAttr {
+    uint32_t size, policy;
+    uint64_t flags;
+    int32_t nice;
+    uint32_t priority;
+    uint64_t runtime, deadline, period;
+};
 
 // The fields of /proc/.../stat after "(comm)", which may hold spaces.
 std::vector<std::string> stat_fields(const std::string& path) {
@@ -94,7 +105,26 @@ ThreadInfo thread_info(pid_t pid, pid_t tid) {
             info.found = true;
         }
     }
+    SchedAttr a{};
+    if (syscall(SYS_sched_getattr, tid, &a, sizeof a, 0) == 0)
+        info.slice_ns = a.runtime;
     return info;
+}
+
+bool kernel_honours_slices() {
+    bool honoured = false;
+    std::thread probe([&honoured] {
+        SchedAttr a{};
+        if (syscall(SYS_sched_getattr, 0, &a, sizeof a, 0) != 0)
+            return;
+        a.size = sizeof a;
+        a.flags = 0;
+        a.runtime = 300000;
+        honoured = syscall(SYS_sched_setattr, 0, &a, 0) == 0 &&
+                   syscall(SYS_sched_getattr, 0, &a, sizeof a, 0) == 0 && a.runtime == 300000;
+    });
+    probe.join();
+    return honoured;
 }
 
 size_t closing_sockets_on(const std::vector<int>& ports) {

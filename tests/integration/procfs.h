@@ -37,9 +37,14 @@ std::vector<pid_t> started_monitor_threads(pid_t pid, int timeout_ms);
 struct ThreadInfo {
     bool found = false;
     int nice = 0;
-    uid_t uid = 0;  // effective
+    uid_t uid = 0;          // effective
+    uint64_t slice_ns = 0;  // sched_getattr's sched_runtime: the thread's time slice
 };
 ThreadInfo thread_info(pid_t pid, pid_t tid);
+
+// Whether this kernel gives a SCHED_OTHER thread the slice it asks for
+// (Linux 6.12 and later); older ones accept the request and ignore it.
+bool kernel_honours_slices();
 
 }  // namespace agtest
 

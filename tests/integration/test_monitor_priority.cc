@@ -2,8 +2,11 @@
 // nice value (so that it is not kept off the CPU by the handlers it wakes),
 // as the server's User like every other thread of the child (it starts as
 // root, before mod_unixd switches users), while the request threads keep
-// the process's priority. By contrast, `AbortGuardMonitorNice 0` leaves it
-// at the request threads' priority.
+// the process's priority. With a negative value the monitor also has the
+// kernel's shortest time slice (where the kernel gives threads their own
+// slices), so that it preempts on wake-up. By contrast,
+// `AbortGuardMonitorNice 0` leaves it at the request threads' priority and
+// slice.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -25,6 +28,7 @@ class MonitorPriority : public testing::TestWithParam<std::string> {
     // httpd inherits), as is the monitor's with nice 0.
     void expect_monitor_nice(const std::string& extra, int nice) {
         const int inherited = getpriority(PRIO_PROCESS, 0);
+        const bool short_slice = nice < 0 && kernel_honours_slices();
         if (nice == 0)
             nice = inherited;
         HttpdOptions o;
@@ -50,6 +54,12 @@ class MonitorPriority : public testing::TestWithParam<std::string> {
             EXPECT_EQ(mon.nice, nice) << extra;
             EXPECT_EQ(main.nice, inherited) << "the request threads' priority changed";
             EXPECT_EQ(mon.uid, main.uid) << "the monitor thread kept root";
+            if (short_slice) {
+                EXPECT_EQ(mon.slice_ns, 100000u) << extra;
+            } else {
+                EXPECT_EQ(mon.slice_ns, main.slice_ns) << extra << ": the request threads' slice";
+            }
+            EXPECT_NE(main.slice_ns, 100000u) << "the request threads' slice changed";
         }
         auto stopped = h.stop();
         EXPECT_TRUE(stopped) << stopped.message();
