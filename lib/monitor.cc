@@ -281,18 +281,18 @@ void Monitor::unwatch(WatchId id) noexcept {
     }
 }
 
-// Sleeps until the monitor bumps fired_seq_ after `firing` left kFiring.
-// The sequence is read before the state is re-checked, so a bump between
-// the two makes the futex wait return at once.
+// Sleeps until the monitor bumps the slot's fired_seq after `firing` left
+// kFiring. The sequence is read before the state is re-checked, so a bump
+// between the two makes the futex wait return at once.
 void Monitor::wait_fired(Slot* s, uint64_t firing) noexcept {
-    fired_waiters_.fetch_add(1, std::memory_order_seq_cst);
+    s->fired_waiters.fetch_add(1, std::memory_order_seq_cst);
     for (;;) {
-        const uint32_t seq = fired_seq_.load(std::memory_order_seq_cst);
+        const uint32_t seq = s->fired_seq.load(std::memory_order_seq_cst);
         if (s->word.load(std::memory_order_seq_cst) != firing)
             break;
-        futex_wait_until(&fired_seq_, seq, INT64_MAX / 2);
+        futex_wait_until(&s->fired_seq, seq, INT64_MAX / 2);
     }
-    fired_waiters_.fetch_sub(1, std::memory_order_seq_cst);
+    s->fired_waiters.fetch_sub(1, std::memory_order_seq_cst);
 }
 
 size_t Monitor::watch_count() const noexcept {
@@ -388,9 +388,9 @@ void Monitor::dispatch(const struct epoll_event* events, int n, int64_t woke_ns)
 void Monitor::finish_firing(Slot* s) noexcept {
     const uint64_t w = s->word.load(std::memory_order_relaxed);
     s->word.store(with_state(w, kFired), std::memory_order_seq_cst);
-    fired_seq_.fetch_add(1, std::memory_order_seq_cst);
-    if (fired_waiters_.load(std::memory_order_seq_cst) != 0)
-        futex_wake_all(&fired_seq_);
+    s->fired_seq.fetch_add(1, std::memory_order_seq_cst);
+    if (s->fired_waiters.load(std::memory_order_seq_cst) != 0)
+        futex_wake_all(&s->fired_seq);
 }
 
 // epoll_wait's timeout for the next timer: rounded up to whole ms, so a

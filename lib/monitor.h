@@ -174,6 +174,11 @@ class Monitor {
         std::atomic<Token*> token{nullptr};
         std::atomic<AbortFn> fn{nullptr};
         std::atomic<void*> arg{nullptr};
+        // unwatch() waiting out a firing sleeps on fired_seq, which the
+        // monitor bumps when this slot leaves kFiring: a release wakes only
+        // the owner of that slot, not every owner waiting on another one.
+        std::atomic<uint32_t> fired_seq{0};
+        std::atomic<uint32_t> fired_waiters{0};
     };
     static constexpr unsigned kChunkBits = 10;
     static constexpr size_t kChunks = 1024;  // fds below 1,048,576
@@ -225,10 +230,6 @@ class Monitor {
 
     std::atomic<Slot*> chunks_[kChunks] = {};
     std::atomic<size_t> live_{0};
-    // unwatch() waiting out a callback sleeps on fired_seq_, which the
-    // monitor bumps each time a slot leaves kFiring.
-    std::atomic<uint32_t> fired_seq_{0};
-    std::atomic<uint32_t> fired_waiters_{0};
 
     TimerQueue timers_;
 };
