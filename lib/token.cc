@@ -41,8 +41,8 @@ bool Token::claim(Reason reason, int64_t at_ns) noexcept {
 
 void Token::notify() noexcept {
     run_callbacks();
-    wake_waiters();
     tell_owner();
+    wake_waiters();
 }
 
 void Token::wake_waiters() noexcept {

@@ -65,8 +65,9 @@ class Token {
     // notify() in three steps, for a thread that notifies many tokens at once
     // and wants the effects on other processes (a proxied backend's cut, run
     // by a callback) out first: run_callbacks() on every token of the batch,
-    // then wake_waiters() on each, then tell_owner() on each (the lifecycle's
-    // bookkeeping). Each exactly once, by whoever got true from claim().
+    // then tell_owner() on each (the lifecycle's bookkeeping, cheap), then
+    // wake_waiters() on each. Each exactly once, by whoever got true from
+    // claim().
     void run_callbacks() noexcept;
     void wake_waiters() noexcept;
     void tell_owner() noexcept;
@@ -96,9 +97,10 @@ class Token {
     Wake wait_event(int64_t deadline_ns) const noexcept;
 
     // The object that owns this token (a RequestState) is told of the abort,
-    // once, on the aborting thread, after the on_abort callbacks and the
-    // waiters' wake-up (its bookkeeping is the least urgent), without the
-    // allocation on_abort needs. Set before the token is shared.
+    // once, on the aborting thread, after the on_abort callbacks and before
+    // the waiters' wake-up (a woken waiter may end the request at once;
+    // its owner is told by then), without the allocation on_abort needs.
+    // Set before the token is shared.
     using OwnerHook = void (*)(void* owner, Reason reason);
     void set_owner(void* owner, OwnerHook hook) noexcept {
         owner_ = owner;
