@@ -10,8 +10,10 @@
 // aborts the token (the monitor thread for socket events), or at once on the
 // caller's thread if the token is already aborted. aborted() is one acquire load (no syscall),
 // cheap enough for a handler's tight loop. wait_until() blocks the caller on a futex and wakes at
-// once when abort() is called from another thread. The token is owned by the request; the monitor
-// only holds it while a watch is registered, and unwatching is synchronous (see monitor.h).
+// once when abort() is called from another thread; while it sleeps, the caller has the
+// scheduler's shortest slice (sched_slice.h), so that once woken it is not left queued. The
+// token is owned by the request; the monitor only holds it while a watch is registered, and
+// unwatching is synchronous (see monitor.h).
 // Lifetime: a waiter may wake while abort() still runs the callbacks, so the token must
 // outlive whoever aborts it, which unwatch() and cancel_timer() ensure.
 //
