@@ -6,12 +6,10 @@
 #include <exception>
 #include <memory>
 #include <new>
-#include <optional>
 
 #include "clock.h"
 #include "futex.h"
 #include "log.h"
-#include "sched_slice.h"
 
 namespace abortguard {
 
@@ -116,19 +114,28 @@ void Token::run_callback(const Pending& p, Reason reason) noexcept {
     AG_LOG(kError, "AG0105: %s threw: %s", p.label, what);
 }
 
+// One futex sleep while the word still reads `seen`; EINTR, EAGAIN and
+// ETIMEDOUT all return for the caller to re-check. The first sleep of a wait
+// takes the short slice (`slice` keeps it for the rest of the wait): woken,
+// the thread runs first.
+void Token::sleep(uint32_t seen, int64_t deadline_ns,
+                  std::optional<ShortSliceScope>* slice) const noexcept {
+    if (!*slice)
+        slice->emplace();
+    waiters_.fetch_add(1, std::memory_order_seq_cst);
+    futex_wait_until(&state_, seen, deadline_ns);
+    waiters_.fetch_sub(1, std::memory_order_seq_cst);
+}
+
 bool Token::wait_until(int64_t deadline_ns) const noexcept {
-    std::optional<ShortSliceScope> slice;  // once it sleeps: woken, it runs first
+    std::optional<ShortSliceScope> slice;
     for (;;) {
         const uint32_t seen = state_.load(std::memory_order_seq_cst);
         if ((seen & kRunMask) == kAborted)
             return true;
         if (mono_ns() >= deadline_ns)
             return false;
-        if (!slice)
-            slice.emplace();
-        waiters_.fetch_add(1, std::memory_order_seq_cst);
-        futex_wait_until(&state_, seen, deadline_ns);  // EINTR/EAGAIN/ETIMEDOUT: re-check
-        waiters_.fetch_sub(1, std::memory_order_seq_cst);
+        sleep(seen, deadline_ns, &slice);
     }
 }
 
@@ -142,8 +149,8 @@ bool Token::stop() noexcept {
 }
 
 Token::Wake Token::wait_event(int64_t deadline_ns) const noexcept {
-    bool stop_seen = false;                // the notice came before this wait began
-    std::optional<ShortSliceScope> slice;  // once it sleeps: woken, it runs first
+    bool stop_seen = false;  // the notice came before this wait began
+    std::optional<ShortSliceScope> slice;
     for (bool first = true;; first = false) {
         const uint32_t seen = state_.load(std::memory_order_seq_cst);
         if ((seen & kRunMask) == kAborted)
@@ -161,11 +168,7 @@ Token::Wake Token::wait_event(int64_t deadline_ns) const noexcept {
         }
         if (mono_ns() >= deadline_ns)
             return Wake::kTimeout;
-        if (!slice)
-            slice.emplace();
-        waiters_.fetch_add(1, std::memory_order_seq_cst);
-        futex_wait_until(&state_, seen, deadline_ns);  // EINTR/EAGAIN/ETIMEDOUT: re-check
-        waiters_.fetch_sub(1, std::memory_order_seq_cst);
+        sleep(seen, deadline_ns, &slice);
     }
 }
 

@@ -28,8 +28,10 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <optional>
 
 #include "reason.h"
+#include "sched_slice.h"
 
 namespace abortguard {
 
@@ -110,6 +112,9 @@ class Token {
     }
 
   private:
+    void sleep(uint32_t seen, int64_t deadline_ns,
+               std::optional<ShortSliceScope>* slice) const noexcept;
+
     // Low bits: the run state; kStopBit: the stop notice. Both live in the
     // futex word so one wake covers either event.
     enum : uint32_t { kRunning = 0, kClaimed = 1, kAborted = 2, kRunMask = 3, kStopBit = 4 };
